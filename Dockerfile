@@ -1,0 +1,18 @@
+# The API as an AWS Lambda container image (the handler is app.main.handler).
+# Build: docker build -t tracker-api .   (see README, "Deploying to AWS Lambda")
+FROM public.ecr.aws/lambda/python:3.12
+
+# Runtime dependencies only: psycopg2-binary bundles a libpq with scram-sha-256, as RDS requires.
+COPY requirements.txt ${LAMBDA_TASK_ROOT}/
+RUN pip install --no-cache-dir -r ${LAMBDA_TASK_ROOT}/requirements.txt
+
+# The application, its configuration, and the migrations (run them with the same image).
+COPY root.py alembic.ini ${LAMBDA_TASK_ROOT}/
+COPY app ${LAMBDA_TASK_ROOT}/app
+COPY config ${LAMBDA_TASK_ROOT}/config
+COPY alembic ${LAMBDA_TASK_ROOT}/alembic
+
+ENV APP_ENV=production \
+    PYTHONDONTWRITEBYTECODE=1
+
+CMD ["app.main.handler"]

@@ -1,0 +1,39 @@
+"""Alembic environment: the URL comes from config (APP_ENV), the metadata from app.models."""
+
+from logging.config import fileConfig
+
+from alembic import context
+from app.models import Base
+from config import config
+
+alembic_config = context.config
+if alembic_config.config_file_name is not None:
+    fileConfig(alembic_config.config_file_name, disable_existing_loggers=False)
+
+target_metadata = Base.metadata
+
+
+def run_migrations_offline() -> None:
+    config.setup()
+    context.configure(
+        url=config.database.url.render_as_string(hide_password=False),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    config.setup()
+    with config.database.engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,37 @@
+"""Domain errors: what went wrong, in the service's words. `app.main` maps each to a status."""
+
+
+class DomainError(Exception):
+    """Base of the errors services raise; the message is shown to the client as `detail`."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(DomainError):
+    """The object does not exist, or the caller may not see it (the two look the same)."""
+
+
+class Conflict(DomainError):
+    """The request contradicts the current state (a duplicate, a cancelled job, ...)."""
+
+
+class Forbidden(DomainError):
+    """The caller is known but may not do this."""
+
+
+class Unauthorized(DomainError):
+    """The caller could not be identified."""
+
+
+class InvalidInput(DomainError):
+    """Well-formed input that the domain rejects (an unknown step tag, ...)."""
+
+
+class RateLimited(DomainError):
+    """Too many attempts; retry after `retry_after` seconds."""
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

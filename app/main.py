@@ -1,0 +1,104 @@
+"""The FastAPI application and its AWS Lambda handler.
+
+Configuration happens here, at import: Mangum runs no startup hook with `lifespan="off"`, and a
+Lambda instance imports this module once and then serves many requests.
+"""
+
+import logging
+
+from fastapi import FastAPI, Request, status
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from mangum import Mangum
+from psycopg2 import errors as pg_errors
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from app.internal.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+)
+from app.middleware import RequestContextMiddleware
+from app.routers import health
+from app.schemas.error import ErrorPublic
+from config import config
+
+logger = logging.getLogger("tracker.errors")
+
+config.setup()
+settings = config.settings
+
+DESCRIPTION = """
+Tracks multi-step jobs: scripts report each step of a job they run for a customer, and the API
+keeps every job's progress, errors and bill exact.
+"""
+
+app = FastAPI(
+    title=settings.app_name,
+    version="0.1.0",
+    description=DESCRIPTION,
+    docs_url="/docs" if settings.docs_enabled else None,
+    redoc_url="/redoc" if settings.docs_enabled else None,
+    openapi_url="/openapi.json" if settings.docs_enabled else None,
+    responses={
+        status.HTTP_503_SERVICE_UNAVAILABLE: {
+            "model": ErrorPublic,
+            "description": "The database is unavailable or busy; retry the request",
+        }
+    },
+)
+
+if settings.cors_origins:
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+    )
+app.add_middleware(RequestContextMiddleware)
+
+app.include_router(health.router)
+
+
+STATUS_BY_ERROR: dict[type[DomainError], int] = {
+    NotFound: status.HTTP_404_NOT_FOUND,
+    Conflict: status.HTTP_409_CONFLICT,
+    Forbidden: status.HTTP_403_FORBIDDEN,
+    Unauthorized: status.HTTP_401_UNAUTHORIZED,
+    InvalidInput: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    RateLimited: status.HTTP_429_TOO_MANY_REQUESTS,
+}
+
+
+@app.exception_handler(DomainError)
+def handle_domain_error(request: Request, error: DomainError) -> JSONResponse:
+    status_code = next(
+        (code for kind, code in STATUS_BY_ERROR.items() if isinstance(error, kind)),
+        status.HTTP_400_BAD_REQUEST,
+    )
+    headers: dict[str, str] = {}
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(error.retry_after)
+    elif isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"detail": error.detail}, status_code=status_code, headers=headers)
+
+
+@app.exception_handler(OperationalError)
+@app.exception_handler(InterfaceError)
+def handle_database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    logger.warning("Database unavailable: %s", error, exc_info=True)
+    cause = getattr(error, "orig", None)
+    if isinstance(cause, pg_errors.QueryCanceled):
+        detail = "The request took too long and was cancelled; retry it, or ask for less"
+    else:
+        detail = "The database is unavailable; retry the request shortly"
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+
+
+handler = Mangum(app, lifespan="off")

@@ -1,0 +1,7 @@
+from app.schemas.base import Schema
+
+
+class ErrorPublic(Schema):
+    """The body of every error response."""
+
+    detail: str

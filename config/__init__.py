@@ -1,0 +1,3 @@
+from config.config import Config, ConfigError, config
+
+__all__ = ["Config", "ConfigError", "config"]

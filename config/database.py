@@ -1,0 +1,50 @@
+"""The database engine and session factory."""
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+
+class Database:
+    """An engine and its `SessionLocal` factory for one database URL."""
+
+    def __init__(
+        self,
+        database_url: str | URL,
+        *,
+        lambda_mode: bool = False,
+        null_pool: bool = False,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        statement_timeout_ms: int = 0,
+        connect_timeout_s: int | None = None,
+    ) -> None:
+        connect_args: dict[str, Any] = {"application_name": "tracker"}
+        if connect_timeout_s:
+            connect_args["connect_timeout"] = connect_timeout_s
+        if statement_timeout_ms:
+            connect_args["options"] = f"-c statement_timeout={statement_timeout_ms}"
+
+        pool_args: dict[str, Any]
+        if null_pool:
+            pool_args = {"poolclass": NullPool}
+        elif lambda_mode:
+            # One request at a time per instance: one connection, checked before use because
+            # a frozen instance may wake up after the server dropped it.
+            pool_args = {"pool_size": 1, "max_overflow": 0, "pool_pre_ping": True}
+        else:
+            pool_args = {
+                "pool_size": pool_size,
+                "max_overflow": max_overflow,
+                "pool_pre_ping": True,
+            }
+
+        self.engine: Engine = create_engine(database_url, connect_args=connect_args, **pool_args)
+        self.url = self.engine.url
+        self.SessionLocal: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

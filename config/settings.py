@@ -1,0 +1,154 @@
+"""Settings per environment, read from the process environment and the environment's env files.
+
+Environment variables win over env files; later env files win over earlier ones.
+"""
+
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+
+from root import root_path
+
+DEVELOPMENT_SECRET_KEY = "development-only-secret-key-never-use-in-production"  # noqa: S105
+PLACEHOLDER_SECRET_KEYS = {
+    DEVELOPMENT_SECRET_KEY,
+    "change-me",
+    "changeme",
+    "secret",
+    "replace-me",
+    "your-secret-key",
+}
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """Settings shared by every environment; each field is read from the env var of its name."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_file_encoding="utf-8")
+
+    app_env: ClassVar[str]
+    app_name: str = "Tracker"
+
+    secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET_KEY)
+
+    # The database: DATABASE_URL, else the POSTGRES_* fields, else (development and test only)
+    # an embedded PostgreSQL server under EMBEDDED_DATA_DIR.
+    database_url: SecretStr | None = None
+    postgres_host: str | None = None
+    postgres_port: int = 5432
+    postgres_user: str = "postgres"
+    postgres_password: SecretStr | None = None
+    postgres_db: str = "tracker"
+    embedded_database: bool = True
+    embedded_data_dir: Path = root_path(".data/postgres")
+    embedded_database_name: str = "tracker_dev"
+
+    # Connection handling. On Lambda an instance serves one request at a time: one connection,
+    # or none kept at all (NullPool) when RDS Proxy pools for us.
+    lambda_mode: bool | None = None
+    aws_lambda_function_name: str | None = Field(
+        default=None, validation_alias="AWS_LAMBDA_FUNCTION_NAME"
+    )
+    db_null_pool: bool = False
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_statement_timeout_ms: int = Field(default=10_000, ge=0)
+    db_connect_timeout_s: int = Field(default=5, ge=1)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    docs_enabled: bool = True
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @property
+    def is_lambda(self) -> bool:
+        if self.lambda_mode is not None:
+            return self.lambda_mode
+        return self.aws_lambda_function_name is not None
+
+    def configured_database_url(self) -> URL | None:
+        """The database the settings name, or None when none is configured."""
+        if self.database_url is not None:
+            return normalise_database_url(self.database_url.get_secret_value())
+        if self.postgres_host:
+            password = self.postgres_password.get_secret_value() if self.postgres_password else None
+            return URL.create(
+                "postgresql+psycopg2",
+                username=self.postgres_user,
+                password=password,
+                host=self.postgres_host,
+                port=self.postgres_port,
+                database=self.postgres_db,
+            )
+        return None
+
+
+class LocalSettings(Settings):
+    app_env: ClassVar[str] = "development"
+    model_config = SettingsConfigDict(env_file=root_path(".env.local"))
+
+
+class TestSettings(Settings):
+    __test__ = False  # not a pytest test class, whatever its name says
+
+    app_env: ClassVar[str] = "test"
+    model_config = SettingsConfigDict(env_file=root_path(".env.test"))
+
+    embedded_database_name: str = "tracker_test"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+
+class ProdSettings(Settings):
+    app_env: ClassVar[str] = "production"
+    model_config = SettingsConfigDict(env_file=(root_path(".env"), root_path(".env.prod")))
+
+    secret_key: SecretStr | None = None  # type: ignore[assignment]
+    embedded_database: bool = False
+    log_format: Literal["text", "json"] = "json"
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> "ProdSettings":
+        problems = []
+        secret = self.secret_key.get_secret_value() if self.secret_key else ""
+        if not secret:
+            problems.append("SECRET_KEY is not set")
+        elif secret.lower() in PLACEHOLDER_SECRET_KEYS or len(secret) < MIN_SECRET_KEY_LENGTH:
+            problems.append(
+                f"SECRET_KEY is a placeholder or shorter than {MIN_SECRET_KEY_LENGTH} characters"
+            )
+        if self.configured_database_url() is None:
+            problems.append("no database is configured (set DATABASE_URL or POSTGRES_HOST)")
+        if self.embedded_database:
+            problems.append("EMBEDDED_DATABASE cannot be used in production")
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+
+SETTINGS_BY_ENV: dict[str, type[Settings]] = {
+    cls.app_env: cls for cls in (LocalSettings, TestSettings, ProdSettings)
+}
+
+
+def normalise_database_url(raw: str) -> URL:
+    """Accept the URL forms hosting providers hand out and pin the driver we ship."""
+    url = make_url(raw)
+    if url.drivername in {"postgres", "postgresql"}:
+        url = url.set(drivername="postgresql+psycopg2")
+    return url

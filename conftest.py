@@ -1,0 +1,78 @@
+"""Test fixtures: the migrated test database, a rolled-back session per test, and the app."""
+
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from config import config
+from root import root_path
+
+config.setup("test")
+
+from app.dependencies import get_db, unit_of_work  # noqa: E402  (needs the configured app)
+from app.main import app  # noqa: E402
+from app.models import Base  # noqa: E402
+
+
+def pytest_report_header() -> str:
+    return config.database_description
+
+
+@pytest.fixture(scope="session", autouse=True)
+def migrated_database() -> None:
+    """Start every run from an empty schema migrated to head, as a deployment would."""
+    with config.database.engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    command.upgrade(AlembicConfig(str(root_path("alembic.ini"))), "head")
+
+
+@pytest.fixture
+def db() -> Iterator[Session]:
+    """A session whose work, commits included, is rolled back after the test."""
+    connection = config.database.engine.connect()
+    transaction = connection.begin()
+    session = Session(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    try:
+        yield session
+    finally:
+        session.close()
+        transaction.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def api(db: Session) -> Iterator[None]:
+    """Route the app's requests through the test's session."""
+
+    def get_test_db() -> Iterator[Session]:
+        yield from unit_of_work(db)
+
+    app.dependency_overrides[get_db] = get_test_db
+    try:
+        yield
+    finally:
+        app.dependency_overrides.pop(get_db, None)
+
+
+@pytest.fixture
+def client(api: None) -> Iterator[TestClient]:
+    # https, so that Secure cookies are sent back as a browser would.
+    with TestClient(app, base_url="https://testserver") as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def committed() -> Iterator[None]:
+    """For tests that commit for real (several connections): empty every table afterwards."""
+    yield
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    with config.database.engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))

@@ -1,0 +1,228 @@
+"""Developer tasks: `python tasks.py -h` lists them, `python tasks.py COMMAND -h` explains one.
+
+Database tasks are named db:<env>:<action>, with env one of dev, test, prod; each configures the
+application for its environment first, exactly as the API would be.
+"""
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from alembic import command
+from config import ConfigError, config
+from root import root_path
+
+ENVIRONMENTS = {"dev": "development", "test": "test", "prod": "production"}
+
+
+class TaskError(Exception):
+    """A task could not run; the message is printed as one line."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+Runner = Callable[[argparse.Namespace], None]
+EnvRunner = Callable[[str, argparse.Namespace], None]
+ArgumentAdder = Callable[[argparse.ArgumentParser], None]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    help: str
+    run: Runner
+    add_arguments: ArgumentAdder | None = None
+
+
+TASKS: dict[str, Task] = {}
+DB_ACTIONS: list[str] = []
+
+
+def task(
+    name: str, help: str, add_arguments: ArgumentAdder | None = None
+) -> Callable[[Runner], Runner]:
+    def register(run: Runner) -> Runner:
+        TASKS[name] = Task(name, help, run, add_arguments)
+        return run
+
+    return register
+
+
+def db_task(
+    action: str, help: str, add_arguments: ArgumentAdder | None = None
+) -> Callable[[EnvRunner], EnvRunner]:
+    """Register `run(env, args)` as db:<env>:<action> for every environment."""
+
+    def register(run: EnvRunner) -> EnvRunner:
+        DB_ACTIONS.append(action)
+        for env, app_env in ENVIRONMENTS.items():
+            name = f"db:{env}:{action}"
+            TASKS[name] = Task(name, f"{help} ({app_env})", partial(run, env), add_arguments)
+        return run
+
+    return register
+
+
+def setup(env: str) -> None:
+    config.setup(ENVIRONMENTS[env])  # logs which database it uses
+
+
+def require_yes(env: str, args: argparse.Namespace, action: str) -> None:
+    if env == "prod" and not args.yes:
+        raise TaskError(f"refusing to {action} the production database without --yes", 2)
+
+
+def alembic_config() -> AlembicConfig:
+    return AlembicConfig(str(root_path("alembic.ini")))
+
+
+def add_yes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--yes", action="store_true", help="confirm a destructive prod task")
+
+
+def add_revision(default: str) -> ArgumentAdder:
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("revision", nargs="?", default=default, help=f"default {default}")
+        add_yes(parser)
+
+    return add
+
+
+# Database tasks, one set per environment -------------------------------------------------------
+
+
+@db_task("reset", "drop and re-create the database, empty", add_yes)
+def reset(env: str, args: argparse.Namespace) -> None:
+    require_yes(env, args, "reset")
+    setup(env)
+    url = config.database.url
+    config.database.dispose()
+    maintenance = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with maintenance.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+    finally:
+        maintenance.dispose()
+    print(f"Database {url.database} re-created, empty: run upgrade next")
+
+
+@db_task("upgrade", "apply migrations up to REVISION (default head)", add_revision("head"))
+def upgrade(env: str, args: argparse.Namespace) -> None:
+    setup(env)
+    command.upgrade(alembic_config(), args.revision)
+
+
+@db_task("downgrade", "revert migrations down to REVISION (default -1)", add_revision("-1"))
+def downgrade(env: str, args: argparse.Namespace) -> None:
+    require_yes(env, args, "downgrade")
+    setup(env)
+    command.downgrade(alembic_config(), args.revision)
+
+
+def add_seed_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--if-empty", action="store_true", help="only seed an empty database")
+    add_yes(parser)
+
+
+@db_task("seed", "add the demo data (idempotent)", add_seed_options)
+def seed(env: str, args: argparse.Namespace) -> None:
+    require_yes(env, args, "seed demo data into")
+    setup(env)
+    import seed as seed_module
+
+    seed_module.seed_db(if_empty=args.if_empty)
+
+
+@db_task("current", "show the database's migration revision")
+def current(env: str, args: argparse.Namespace) -> None:
+    setup(env)
+    command.current(alembic_config())
+
+
+# Other tasks ------------------------------------------------------------------------------------
+
+
+def add_message(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--message", required=True, help="what the migration does")
+
+
+@task("db:revision", "autogenerate a migration from the models (against dev)", add_message)
+def revision(args: argparse.Namespace) -> None:
+    setup("dev")
+    command.revision(alembic_config(), message=args.message, autogenerate=True)
+
+
+@task("lint", "ruff check, ruff format --check and mypy")
+def lint(args: argparse.Namespace) -> None:
+    commands = [
+        [sys.executable, "-m", "ruff", "check", "."],
+        [sys.executable, "-m", "ruff", "format", "--check", "."],
+        [sys.executable, "-m", "mypy"],
+    ]
+    for tool in commands:
+        print("$", " ".join(tool[2:]), flush=True)
+        if subprocess.run(tool).returncode != 0:
+            raise TaskError(" ".join(tool[2:]) + " failed")
+
+
+# Command line -----------------------------------------------------------------------------------
+
+
+def usage() -> str:
+    width = max(len(name) for name in TASKS)
+    lines = [f"  {name.ljust(width)}  {TASKS[name].help}" for name in sorted(TASKS)]
+    return "usage: python tasks.py COMMAND [options]\n\ncommands:\n" + "\n".join(lines)
+
+
+def unknown_command(name: str) -> str:
+    parts = name.split(":")
+    if len(parts) == 3 and parts[0] == "db" and parts[1] not in ENVIRONMENTS:
+        return f"unknown environment {parts[1]!r}: expected one of {', '.join(ENVIRONMENTS)}"
+    if len(parts) == 3 and parts[0] == "db" and parts[2] not in DB_ACTIONS:
+        return f"unknown database action {parts[2]!r}: expected one of {', '.join(DB_ACTIONS)}"
+    return f"unknown command {name!r}"
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    selected = TASKS.get(name)
+    if selected is None:
+        print(f"error: {unknown_command(name)}\n\n{usage()}", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog=f"python tasks.py {name}", description=selected.help)
+    if selected.add_arguments:
+        selected.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        selected.run(args)
+    except TaskError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        print(f"error: cannot reach the database: {reason}", file=sys.stderr)
+        return 1
+    finally:
+        if config.app_env is not None:
+            config.database.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

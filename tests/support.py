@@ -1,0 +1,213 @@
+"""Helpers for tests that go beyond one rolled-back session: scratch databases, subprocesses,
+and AWS Lambda events as API Gateway sends them."""
+
+import base64
+import json
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+
+from config import config
+from root import ROOT_DIR
+
+
+@contextmanager
+def scratch_database() -> Iterator[URL]:
+    """A new, empty database on the test server, dropped afterwards."""
+    name = f"tracker_scratch_{uuid.uuid4().hex[:12]}"
+    maintenance = create_engine(
+        config.database.url.set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with maintenance.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield config.database.url.set(database=name)
+    finally:
+        with maintenance.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        maintenance.dispose()
+
+
+def run_python(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `python ARGS` in the project root with the test environment plus `env`."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT_DIR,
+        env={**os.environ, "APP_ENV": "test", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def database_env(url: URL) -> dict[str, str]:
+    return {"DATABASE_URL": url.render_as_string(hide_password=False)}
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of the Lambda runtime's context object that the app may read."""
+
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_name: str = "tracker-api"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:tracker-api"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def _encode_body(body: Any) -> tuple[str | None, dict[str, str]]:
+    if body is None:
+        return None, {}
+    return json.dumps(body), {"content-type": "application/json"}
+
+
+def rest_event(
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: Any = None,
+    query: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """An API Gateway REST API (payload format 1.0) proxy event."""
+    raw_body, body_headers = _encode_body(body)
+    all_headers = {
+        "Host": "abc123.execute-api.eu-west-1.amazonaws.com",
+        "User-Agent": "pytest",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-For": "203.0.113.7",
+        **body_headers,
+        **(headers or {}),
+    }
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": all_headers,
+        "multiValueHeaders": {key: [value] for key, value in all_headers.items()},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": (
+            {key: [value] for key, value in query.items()} if query else None
+        ),
+        "pathParameters": {"proxy": path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "abc123",
+            "resourcePath": "/{proxy+}",
+            "httpMethod": method,
+            "path": f"/prod{path}",
+            "stage": "prod",
+            "requestId": str(uuid.uuid4()),
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "protocol": "HTTP/1.1",
+            "requestTimeEpoch": 1_700_000_000_000,
+            "identity": {"sourceIp": "203.0.113.7", "userAgent": "pytest"},
+        },
+        "body": raw_body,
+        "isBase64Encoded": False,
+    }
+
+
+def http_api_event(
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    cookies: list[str] | None = None,
+    body: Any = None,
+    query: str = "",
+) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload format 2.0) event."""
+    raw_body, body_headers = _encode_body(body)
+    all_headers = {
+        "host": "abc123.execute-api.eu-west-1.amazonaws.com",
+        "user-agent": "pytest",
+        "x-forwarded-proto": "https",
+        "x-forwarded-for": "203.0.113.7",
+        **body_headers,
+        **{key.lower(): value for key, value in (headers or {}).items()},
+    }
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": all_headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "domainName": "abc123.execute-api.eu-west-1.amazonaws.com",
+            "domainPrefix": "abc123",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.7",
+                "userAgent": "pytest",
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "26/Nov/2026:12:00:00 +0000",
+            "timeEpoch": 1_700_000_000_000,
+        },
+        "body": raw_body,
+        "isBase64Encoded": False,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    return event
+
+
+def response_json(response: dict[str, Any]) -> Any:
+    body = response["body"]
+    if response.get("isBase64Encoded"):
+        body = base64.b64decode(body).decode()
+    return json.loads(body)
+
+
+def response_headers(response: dict[str, Any]) -> dict[str, list[str]]:
+    """A Lambda response's headers, single- and multi-valued, by lower-case name."""
+    merged: dict[str, list[str]] = {}
+    for name, value in response.get("headers", {}).items():
+        merged.setdefault(name.lower(), []).append(value)
+    for name, values in response.get("multiValueHeaders", {}).items():
+        merged.setdefault(name.lower(), []).extend(values)
+    return merged
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def captured_records(logger_name: str) -> Iterator[list[logging.LogRecord]]:
+    """The records a logger emits inside the block, whatever its configured level."""
+    logger = logging.getLogger(logger_name)
+    handler, level = _ListHandler(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
