@@ -19,10 +19,10 @@ def embedded_database_url(data_dir: Path, database: str) -> URL:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset, as on CI machines and containers.
         warnings.simplefilter("ignore")
-        import pgserver
+        from pgserver.postgres_server import get_server
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(data_dir, cleanup_mode=None)
+        server = get_server(data_dir, cleanup_mode=None)
 
     maintenance = psycopg2.connect(server.get_uri("postgres"))
     try:

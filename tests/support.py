@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from mangum.types import LambdaCognitoIdentity, LambdaMobileClientContext
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
@@ -61,8 +62,13 @@ class LambdaContext:
 
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     function_name: str = "tracker-api"
+    function_version: str = "$LATEST"
     memory_limit_in_mb: int = 512
     invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:tracker-api"
+    log_group_name: str = "/aws/lambda/tracker-api"
+    log_stream_name: str = "2026/11/26/[$LATEST]0123456789abcdef"
+    identity: LambdaCognitoIdentity | None = None
+    client_context: LambdaMobileClientContext | None = None
 
     def get_remaining_time_in_millis(self) -> int:
         return 30_000

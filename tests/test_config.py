@@ -38,11 +38,11 @@ def test_root_path_is_relative_to_the_project() -> None:
 
 
 def test_each_environment_has_its_settings_class_and_env_files() -> None:
-    assert SETTINGS_BY_ENV == {
+    assert {
         "development": LocalSettings,
         "test": TestSettings,
         "production": ProdSettings,
-    }
+    } == SETTINGS_BY_ENV
     assert LocalSettings.model_config["env_file"] == root_path(".env.local")
     assert TestSettings.model_config["env_file"] == root_path(".env.test")
     assert ProdSettings.model_config["env_file"] == (root_path(".env"), root_path(".env.prod"))
@@ -54,13 +54,13 @@ def test_env_files_are_read_later_ones_win_and_the_environment_wins_over_them(
     first, second = tmp_path / ".env", tmp_path / ".env.prod"
     first.write_text(f"SECRET_KEY={'a' * 40}\nPOSTGRES_HOST=db.internal\nPOSTGRES_DB=first\n")
     second.write_text(f"SECRET_KEY={'b' * 40}\n")
-    settings = ProdSettings(_env_file=(first, second))  # type: ignore[call-arg]
+    settings = ProdSettings(_env_file=(first, second))
     assert settings.secret_key is not None
     assert settings.secret_key.get_secret_value() == "b" * 40
     assert settings.postgres_host == "db.internal"
 
     monkeypatch.setenv("SECRET_KEY", "c" * 40)
-    settings = ProdSettings(_env_file=(first, second))  # type: ignore[call-arg]
+    settings = ProdSettings(_env_file=(first, second))
     assert settings.secret_key is not None
     assert settings.secret_key.get_secret_value() == "c" * 40
 
@@ -123,7 +123,11 @@ def test_production_starts_with_a_real_secret_and_a_database(
     production = Config()
     production.setup("production")
     url = production.database.url
-    assert (url.drivername, url.host, url.password) == ("postgresql+psycopg2", "db.example", "p@ss word")
+    assert (url.drivername, url.host, url.password) == (
+        "postgresql+psycopg2",
+        "db.example",
+        "p@ss word",
+    )
     assert "p@ss word" not in production.database_description
     assert production.settings.log_format == "json"
 
@@ -144,11 +148,11 @@ def test_database_url_wins_over_postgres_fields_and_is_normalised() -> None:
 
 
 def test_the_embedded_database_is_used_when_nothing_is_configured() -> None:
-    url, origin = resolve_database_url(TestSettings(_env_file=None))  # type: ignore[call-arg]
+    url, origin = resolve_database_url(TestSettings(_env_file=None))
     assert origin == "embedded"
     assert url.database == "tracker_test"
     assert url.query["host"] == str(root_path(".data/postgres"))
-    development = LocalSettings(_env_file=None)  # type: ignore[call-arg]
+    development = LocalSettings(_env_file=None)
     assert development.embedded_database_name == "tracker_dev"
 
 

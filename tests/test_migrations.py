@@ -1,0 +1,36 @@
+"""Migrations on a scratch database: up, down to nothing, up again, and no drift from the models."""
+
+from sqlalchemy import create_engine, inspect
+
+from app.models import Base
+from tests.support import database_env, run_python, scratch_database
+
+
+def table_names(url_env: dict[str, str]) -> set[str]:
+    engine = create_engine(url_env["DATABASE_URL"])
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade_and_no_drift() -> None:
+    model_tables = set(Base.metadata.tables)
+    with scratch_database() as url:
+        env = database_env(url)
+
+        upgraded = run_python("-m", "alembic", "upgrade", "head", env=env)
+        assert upgraded.returncode == 0, upgraded.stderr
+        assert table_names(env) == model_tables
+
+        downgraded = run_python("-m", "alembic", "downgrade", "base", env=env)
+        assert downgraded.returncode == 0, downgraded.stderr
+        assert table_names(env) == set()
+
+        again = run_python("-m", "alembic", "upgrade", "head", env=env)
+        assert again.returncode == 0, again.stderr
+        assert table_names(env) == model_tables
+
+        check = run_python("-m", "alembic", "check", env=env)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "No new upgrade operations detected" in check.stdout + check.stderr
