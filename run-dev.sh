@@ -12,4 +12,5 @@ HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 echo "Serving on http://$HOST:$PORT (API docs at http://$HOST:$PORT/docs)"
 exec .venv/bin/python -m uvicorn app.main:app --reload --reload-dir app --reload-dir config \
+  --no-access-log \
   --host "$HOST" --port "$PORT"
