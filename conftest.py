@@ -3,12 +3,12 @@
 from collections.abc import Iterator
 
 import pytest
+from alembic import command
 from alembic.config import Config as AlembicConfig
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from alembic import command
 from config import config
 from root import root_path
 

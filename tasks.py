@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from alembic import command
 from config import ConfigError, config
 from root import root_path
 

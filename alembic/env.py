@@ -3,6 +3,7 @@
 from logging.config import fileConfig
 
 from alembic import context
+
 from app.models import Base
 from config import config
 

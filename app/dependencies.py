@@ -1,18 +1,40 @@
-"""Dependencies shared by the routers, each named once as an `Annotated` alias."""
+"""Dependencies shared by the routers, each named once as an `Annotated` alias.
 
-from collections.abc import Iterator
+Authentication comes three ways: the session cookie (browsers; unsafe methods need the CSRF
+token), `Authorization: Bearer` (the same access token, for other clients), and `X-API-Key`
+(scripts; narrowed by the key's scopes).
+"""
+
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Query, Request, Response
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
+from app.cookies import session_cookie_name, set_session_cookie
+from app.internal.errors import DomainError, Forbidden, Unauthorized
+from app.internal.pagination import MAX_LIMIT
+from app.internal.security import csrf_token_matches
+from app.models import Scope
+from app.services import api_keys, sessions
+from app.services.access import Caller, require_admin
 from config import config
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+CSRF_HEADER = "X-CSRF-Token"
 
 
 def unit_of_work(session: Session) -> Iterator[Session]:
     """Yield `session`; commit if the route succeeds, roll back if anything fails."""
     try:
         yield session
+    except DomainError as error:
+        if error.keep_changes:
+            session.commit()
+        else:
+            session.rollback()
+        raise
     except BaseException:
         session.rollback()
         raise
@@ -27,3 +49,121 @@ def get_db() -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
+
+bearer_scheme = OAuth2PasswordBearer(
+    tokenUrl="/auth/token",
+    auto_error=False,
+    scheme_name="Bearer",
+    description="An access token from POST /auth/token (or the session cookie from /auth/login).",
+)
+api_key_scheme = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key from POST /api-keys, for scripts.",
+)
+
+BearerToken = Annotated[str | None, Depends(bearer_scheme)]
+ApiKeyHeader = Annotated[str | None, Depends(api_key_scheme)]
+
+
+def _check_csrf(request: Request, caller: Caller) -> None:
+    """Cookie-authenticated unsafe requests must come from an allowed origin with the token."""
+    if request.method in SAFE_METHODS:
+        return
+    origin = request.headers.get("origin")
+    own_origin = f"{request.url.scheme}://{request.url.netloc}"
+    if origin is not None and origin not in {own_origin, *config.settings.cors_origins}:
+        raise Forbidden(f"Origin {origin} is not allowed")
+    assert caller.session is not None
+    if not csrf_token_matches(caller.session.id, request.headers.get(CSRF_HEADER)):
+        raise Forbidden(f"Missing or wrong {CSRF_HEADER} header (the token from login)")
+
+
+def _caller_from_token(
+    request: Request, response: Response, session: Session, bearer: str | None
+) -> Caller | None:
+    token = bearer or request.cookies.get(session_cookie_name())
+    if not token:
+        return None
+    authenticated = sessions.authenticate_token(session, token=token)
+    caller = Caller(user=authenticated.user, session=authenticated.user_session)
+    if bearer is None:
+        _check_csrf(request, caller)
+        if authenticated.renewed is not None:
+            set_session_cookie(
+                response,
+                token=authenticated.renewed.token,
+                expires_at=authenticated.renewed.expires_at,
+            )
+    return caller
+
+
+def get_current_user_from_token(
+    request: Request, response: Response, session: SessionDep, bearer: BearerToken
+) -> Caller:
+    """The user of the session cookie or bearer token."""
+    caller = _caller_from_token(request, response, session, bearer)
+    if caller is None:
+        raise Unauthorized("Not authenticated: log in, or send a bearer token")
+    return caller
+
+
+def get_optional_user_from_token(
+    request: Request, response: Response, session: SessionDep, bearer: BearerToken
+) -> Caller | None:
+    """As above, but None for an anonymous request (an invalid token is still refused)."""
+    return _caller_from_token(request, response, session, bearer)
+
+
+def get_user_from_api_key(session: SessionDep, key: ApiKeyHeader) -> Caller:
+    """The owner of the X-API-Key, narrowed by its scopes."""
+    if not key:
+        raise Unauthorized("Missing X-API-Key header")
+    user, api_key = api_keys.authenticate_api_key(session, key=key)
+    return Caller(user=user, api_key=api_key)
+
+
+def get_caller(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    bearer: BearerToken,
+    key: ApiKeyHeader,
+) -> Caller:
+    """Either way in: an X-API-Key when one is sent, else the session cookie or bearer token."""
+    if key:
+        return get_user_from_api_key(session, key)
+    caller = _caller_from_token(request, response, session, bearer)
+    if caller is None:
+        raise Unauthorized("Not authenticated: log in, or send a bearer token or an X-API-Key")
+    return caller
+
+
+def require_scope(scope: Scope) -> Callable[[Caller], Caller]:
+    def guard(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+        if not caller.has_scope(scope):
+            raise Forbidden(f"This API key lacks the {scope.value!r} scope")
+        return caller
+
+    return guard
+
+
+def get_admin_user(caller: Annotated[Caller, Depends(get_current_user_from_token)]) -> Caller:
+    require_admin(caller)
+    return caller
+
+
+# Account management needs a session (a leaked script key must not mint keys or users).
+CurrentUser = Annotated[Caller, Depends(get_current_user_from_token)]
+OptionalUser = Annotated[Caller | None, Depends(get_optional_user_from_token)]
+AdminUser = Annotated[Caller, Depends(get_admin_user)]
+ApiKeyUser = Annotated[Caller, Depends(get_user_from_api_key)]
+# Data routes accept a session or an API key with the right scope.
+Reader = Annotated[Caller, Depends(require_scope(Scope.READ))]
+Ingester = Annotated[Caller, Depends(require_scope(Scope.INGEST))]
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
+Cursor = Annotated[
+    str | None, Query(max_length=500, description="next_cursor of the previous page")
+]

@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from mangum import Mangum
 from psycopg2 import errors as pg_errors
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from app.internal.errors import (
     Conflict,
@@ -23,7 +23,7 @@ from app.internal.errors import (
     Unauthorized,
 )
 from app.middleware import RequestContextMiddleware
-from app.routers import health
+from app.routers import api_keys, auth, customers, health, users
 from app.schemas.error import ErrorPublic
 from config import config
 
@@ -62,7 +62,8 @@ if settings.cors_origins:
     )
 app.add_middleware(RequestContextMiddleware)
 
-app.include_router(health.router)
+for router in (health.router, auth.router, users.router, customers.router, api_keys.router):
+    app.include_router(router)
 
 
 STATUS_BY_ERROR: dict[type[DomainError], int] = {
@@ -99,6 +100,17 @@ def handle_database_unavailable(request: Request, error: Exception) -> JSONRespo
     else:
         detail = "The database is unavailable; retry the request shortly"
     return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+
+
+@app.exception_handler(IntegrityError)
+def handle_integrity_error(request: Request, error: IntegrityError) -> JSONResponse:
+    # Services check what they can first; this catches what only the database can decide,
+    # such as two requests creating the same unique thing at the same moment.
+    logger.info("Integrity error: %s", error.orig)
+    return JSONResponse(
+        {"detail": "The request conflicts with existing data; read it and retry"},
+        status_code=status.HTTP_409_CONFLICT,
+    )
 
 
 handler = Mangum(app, lifespan="off")

@@ -64,6 +64,19 @@ class Settings(BaseSettings):
     docs_enabled: bool = True
     cors_origins: Annotated[list[str], NoDecode] = []
 
+    # Accounts and sessions.
+    signup_enabled: bool = True
+    access_token_ttl_minutes: int = Field(default=60, ge=1)
+    session_ttl_hours: int = Field(default=24 * 7, ge=1)
+    secure_cookies: bool = False
+    login_max_failures: int = Field(default=5, ge=1)
+    login_failure_window_minutes: int = Field(default=15, ge=1)
+    # Argon2id cost; the defaults are argon2-cffi's recommended ones.
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    password_hash_memory_kib: int = Field(default=65536, ge=8)
+    # last_used_at / last_seen_at are written at most this often per key or session.
+    activity_write_interval_seconds: int = Field(default=60, ge=0)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
@@ -112,6 +125,9 @@ class TestSettings(Settings):
 
     embedded_database_name: str = "tracker_test"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    # The suite hashes many passwords; full-strength Argon2 would only make it slow.
+    password_hash_time_cost: int = Field(default=1, ge=1)
+    password_hash_memory_kib: int = Field(default=1024, ge=8)
 
 
 class ProdSettings(Settings):
@@ -121,6 +137,7 @@ class ProdSettings(Settings):
     secret_key: SecretStr | None = None  # type: ignore[assignment]
     embedded_database: bool = False
     log_format: Literal["text", "json"] = "json"
+    secure_cookies: bool = True
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> "ProdSettings":

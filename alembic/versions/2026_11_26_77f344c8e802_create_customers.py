@@ -8,7 +8,6 @@ Create Date: 2026-11-26 23:39:40.080926
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = "77f344c8e802"

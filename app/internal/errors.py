@@ -2,11 +2,16 @@
 
 
 class DomainError(Exception):
-    """Base of the errors services raise; the message is shown to the client as `detail`."""
+    """Base of the errors services raise; the message is shown to the client as `detail`.
 
-    def __init__(self, detail: str) -> None:
+    The request's transaction is rolled back, unless `keep_changes` says the work done before
+    the error must stand (a failed login is counted even though the login is refused).
+    """
+
+    def __init__(self, detail: str, *, keep_changes: bool = False) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.keep_changes = keep_changes
 
 
 class NotFound(DomainError):

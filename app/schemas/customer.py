@@ -1,0 +1,24 @@
+from datetime import datetime
+
+from app.schemas.base import Schema
+from app.schemas.fields import CustomerName
+
+
+class CustomerBase(Schema):
+    name: CustomerName
+
+
+class CustomerCreate(CustomerBase):
+    pass
+
+
+class CustomerUpdate(Schema):
+    name: CustomerName | None = None
+    is_active: bool | None = None
+
+
+class CustomerPublic(CustomerBase):
+    id: int
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,79 @@
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+
+from app.internal import api_key_format
+from app.internal.errors import InvalidInput, NotFound, Unauthorized
+from app.internal.pagination import keyset_page
+from app.models import ApiKey, User
+from app.schemas.api_key import ApiKeyCreate
+from app.services.access import Caller
+from config import config
+
+INVALID_KEY = "Invalid API key"
+
+
+def create_api_key(session: Session, *, caller: Caller, key_in: ApiKeyCreate) -> tuple[ApiKey, str]:
+    """A new key for the caller; answers the key and its plaintext (never stored)."""
+    if key_in.expires_at is not None and key_in.expires_at <= datetime.now(UTC):
+        raise InvalidInput("expires_at must be in the future")
+    plaintext = api_key_format.generate_api_key()
+    api_key = ApiKey(
+        user_id=caller.user.id,
+        name=key_in.name,
+        prefix=api_key_format.display_prefix(plaintext),
+        digest=api_key_format.digest(plaintext),
+        scopes=list(key_in.scopes),
+        expires_at=key_in.expires_at,
+    )
+    session.add(api_key)
+    session.flush()
+    return api_key, plaintext
+
+
+def get_api_key(session: Session, *, caller: Caller, api_key_id: int) -> ApiKey:
+    api_key = session.get(ApiKey, api_key_id)
+    if api_key is None or not (caller.is_admin or api_key.user_id == caller.user.id):
+        raise NotFound(f"API key {api_key_id} not found")
+    return api_key
+
+
+def list_api_keys(
+    session: Session, *, caller: Caller, user_id: int | None, limit: int, cursor: str | None
+) -> tuple[list[ApiKey], str | None]:
+    """The caller's own keys; an admin may ask for another user's."""
+    owner_id = user_id if caller.is_admin and user_id is not None else caller.user.id
+    if user_id is not None and user_id != owner_id:
+        raise NotFound(f"User {user_id} not found")
+    statement = select(ApiKey).where(ApiKey.user_id == owner_id)
+    return keyset_page(session, statement, order_by=[ApiKey.id], limit=limit, cursor=cursor)
+
+
+def revoke_api_key(session: Session, *, caller: Caller, api_key_id: int) -> None:
+    api_key = get_api_key(session, caller=caller, api_key_id=api_key_id)
+    if api_key.revoked_at is None:
+        api_key.revoked_at = datetime.now(UTC)
+        session.flush()
+
+
+def authenticate_api_key(session: Session, *, key: str) -> tuple[User, ApiKey]:
+    """The owner of a live key. Malformed keys are refused before any query."""
+    if not api_key_format.is_well_formed(key):
+        raise Unauthorized(INVALID_KEY)
+    api_key = session.scalar(
+        select(ApiKey)
+        .options(joinedload(ApiKey.user).joinedload(User.customer))
+        .where(ApiKey.digest == api_key_format.digest(key))
+    )
+    now = datetime.now(UTC)
+    if api_key is None or api_key.revoked_at is not None:
+        raise Unauthorized(INVALID_KEY)
+    if api_key.expires_at is not None and api_key.expires_at <= now:
+        raise Unauthorized("API key expired")
+    if not api_key.user.may_authenticate:
+        raise Unauthorized(INVALID_KEY)
+    interval = timedelta(seconds=config.settings.activity_write_interval_seconds)
+    if api_key.last_used_at is None or api_key.last_used_at <= now - interval:
+        api_key.last_used_at = now
+    return api_key.user, api_key

@@ -1,0 +1,102 @@
+"""Small factories for test data: each call makes fresh, unique rows in the test's session."""
+
+import itertools
+from dataclasses import dataclass
+from datetime import datetime
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from app.internal import api_key_format
+from app.internal.security import hash_password
+from app.models import ApiKey, Customer, Role, Scope, User
+
+PASSWORD = "correct horse battery"
+_sequence = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_sequence)}"
+
+
+def create_customer(db: Session, *, name: str | None = None, is_active: bool = True) -> Customer:
+    customer = Customer(name=name or unique("Customer"), is_active=is_active)
+    db.add(customer)
+    db.flush()
+    return customer
+
+
+def create_user(
+    db: Session,
+    *,
+    role: Role = Role.CLIENT,
+    customer: Customer | None = None,
+    email: str | None = None,
+    password: str = PASSWORD,
+    is_active: bool = True,
+) -> User:
+    if role == Role.CLIENT and customer is None:
+        customer = create_customer(db)
+    user = User(
+        email=email or f"{unique('user')}@example.com",
+        first_name="Test",
+        last_name="User",
+        password_hash=hash_password(password),
+        role=role,
+        customer_id=customer.id if customer is not None else None,
+        is_active=is_active,
+    )
+    db.add(user)
+    db.flush()
+    return user
+
+
+def create_admin(db: Session, **kwargs: object) -> User:
+    return create_user(db, role=Role.ADMIN, **kwargs)  # type: ignore[arg-type]
+
+
+def create_api_key(
+    db: Session,
+    user: User,
+    *,
+    scopes: tuple[Scope, ...] = (Scope.INGEST, Scope.READ),
+    expires_at: datetime | None = None,
+) -> str:
+    """A key for `user`; answers its plaintext."""
+    plaintext = api_key_format.generate_api_key()
+    db.add(
+        ApiKey(
+            user_id=user.id,
+            name=unique("key"),
+            prefix=api_key_format.display_prefix(plaintext),
+            digest=api_key_format.digest(plaintext),
+            scopes=list(scopes),
+            expires_at=expires_at,
+        )
+    )
+    db.flush()
+    return plaintext
+
+
+@dataclass
+class Login:
+    """A logged-in browser: the client keeps the cookies; send `headers` on unsafe requests."""
+
+    user: User
+    csrf_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-CSRF-Token": self.csrf_token}
+
+
+def log_in(client: TestClient, user: User, password: str = PASSWORD) -> Login:
+    response = client.post("/auth/login", json={"email": user.email, "password": password})
+    assert response.status_code == 200, response.text
+    return Login(user=user, csrf_token=response.json()["csrf_token"])
+
+
+def bearer_token(client: TestClient, user: User, password: str = PASSWORD) -> dict[str, str]:
+    response = client.post("/auth/token", data={"username": user.email, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
