@@ -5,6 +5,8 @@ application for its environment first, exactly as the API would be.
 """
 
 import argparse
+import getpass
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -173,6 +175,94 @@ def lint(args: argparse.Namespace) -> None:
         print("$", " ".join(tool[2:]), flush=True)
         if subprocess.run(tool).returncode != 0:
             raise TaskError(" ".join(tool[2:]) + " failed")
+
+
+PASSWORD_ENV = "TRACKER_PASSWORD"
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """The new password: from TRACKER_PASSWORD for scripts, else asked for twice."""
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        if not sys.stdin.isatty():
+            raise TaskError(f"no terminal to ask for the password: set {PASSWORD_ENV}", 2)
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Repeat it: ") != password:
+            raise TaskError("the passwords differ", 2)
+    if not 8 <= len(password) <= 128:
+        raise TaskError("the password must be 8 to 128 characters", 2)
+    return password
+
+
+def valid_email(email: str) -> str:
+    from pydantic import TypeAdapter, ValidationError
+
+    from app.schemas.fields import Email
+
+    try:
+        return str(TypeAdapter(Email).validate_python(email))
+    except ValidationError:
+        raise TaskError(f"not a valid email address: {email!r}", 2) from None
+
+
+def add_user_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", choices=ENVIRONMENTS, default="dev", help="default dev")
+    parser.add_argument("--email", required=True)
+
+
+def add_admin_options(parser: argparse.ArgumentParser) -> None:
+    add_user_options(parser)
+    parser.add_argument("--first-name", default="Admin")
+    parser.add_argument("--last-name", default="User")
+
+
+@task(
+    "users:create-admin",
+    f"create an admin (password asked for, or from {PASSWORD_ENV})",
+    add_admin_options,
+)
+def create_admin(args: argparse.Namespace) -> None:
+    from app.internal.errors import DomainError
+    from app.models import Role
+    from app.services import users
+
+    email = valid_email(args.email)
+    setup(args.env)
+    password = read_password(args)
+    with config.database.SessionLocal() as session:
+        try:
+            user = users.add_user(
+                session,
+                email=email,
+                first_name=args.first_name,
+                last_name=args.last_name,
+                password=password,
+                role=Role.ADMIN,
+                customer_id=None,
+            )
+        except DomainError as error:
+            raise TaskError(error.detail) from None
+        session.commit()
+        print(f"Admin {user.email} created (id {user.id})")
+
+
+@task(
+    "users:set-password",
+    f"set a user's password and end their sessions (asked for, or from {PASSWORD_ENV})",
+    add_user_options,
+)
+def set_password(args: argparse.Namespace) -> None:
+    from app.services import users
+
+    setup(args.env)
+    password = read_password(args)
+    with config.database.SessionLocal() as session:
+        user = users.get_user_by_email(session, args.email)
+        if user is None:
+            raise TaskError(f"no user with email {args.email}")
+        users.set_password(session, user=user, password=password)
+        session.commit()
+        print(f"Password of {user.email} changed; their sessions are ended")
 
 
 # Command line -----------------------------------------------------------------------------------

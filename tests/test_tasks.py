@@ -1,9 +1,13 @@
 """tasks.py, run as a developer runs it, against a scratch database."""
 
+from subprocess import CompletedProcess
+
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from app.models import Customer
+import seed
+from app.internal.security import verify_password
+from app.models import Customer, Role, User
 from tests.support import database_env, run_python, scratch_database
 
 
@@ -78,10 +82,14 @@ def test_database_lifecycle_on_a_scratch_database() -> None:
         run("db:test:upgrade")
         assert "(head)" in run("db:test:current")
 
-        assert "Seeded:" in run("db:test:seed")
+        first = run("db:test:seed")
+        assert "Seeded:" in first
+        assert first.count("(shown once): trk_") == len(seed.USER_DATA)
         seeded = count_customers(env["DATABASE_URL"])
-        assert seeded > 0
-        run("db:test:seed")
+        assert seeded == len(seed.CUSTOMER_DATA)
+        second = run("db:test:seed")
+        assert "Seeded: 0 customers, 0 users, 0 api keys" in second
+        assert "trk_" not in second
         assert count_customers(env["DATABASE_URL"]) == seeded
         assert "skipped" in run("db:test:seed", "--if-empty")
 
@@ -91,3 +99,49 @@ def test_database_lifecycle_on_a_scratch_database() -> None:
         run("db:test:reset")
         run("db:test:upgrade")
         assert count_customers(env["DATABASE_URL"]) == 0
+
+
+def test_users_tasks_create_an_admin_and_set_a_password() -> None:
+    with scratch_database() as url:
+        env = database_env(url)
+        assert run_python("tasks.py", "db:test:upgrade", env=env).returncode == 0
+
+        def users_task(
+            *args: str, password: str | None = "first-password"
+        ) -> CompletedProcess[str]:
+            extra = {"TRACKER_PASSWORD": password} if password else {}
+            return run_python("tasks.py", *args, "--env", "test", env={**env, **extra})
+
+        created = users_task("users:create-admin", "--email", "Boss@Example.com")
+        assert created.returncode == 0, created.stderr
+        assert "Admin boss@example.com created" in created.stdout
+
+        again = users_task("users:create-admin", "--email", "boss@example.com")
+        assert again.returncode == 1
+        assert "already exists" in again.stderr
+
+        assert users_task("users:create-admin", "--email", "nope").returncode == 2
+        short = users_task("users:create-admin", "--email", "x@example.com", password="short")
+        assert short.returncode == 2
+        no_terminal = users_task("users:create-admin", "--email", "y@example.com", password=None)
+        assert no_terminal.returncode == 2
+        assert "TRACKER_PASSWORD" in no_terminal.stderr
+
+        changed = users_task(
+            "users:set-password", "--email", "boss@example.com", password="second-password"
+        )
+        assert changed.returncode == 0, changed.stderr
+        missing = users_task("users:set-password", "--email", "ghost@example.com")
+        assert missing.returncode == 1
+
+        engine = create_engine(env["DATABASE_URL"])
+        try:
+            with engine.connect() as connection:
+                user = connection.execute(
+                    select(User.role, User.password_hash).where(User.email == "boss@example.com")
+                ).one()
+        finally:
+            engine.dispose()
+        assert user.role == Role.ADMIN
+        assert verify_password("second-password", user.password_hash)
+        assert not verify_password("first-password", user.password_hash)

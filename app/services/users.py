@@ -39,12 +39,34 @@ def create_user(session: Session, *, caller: Caller | None, user_in: UserCreate)
     else:
         require_admin(caller)
         role, customer_id = _admin_choice(session, user_in)
-    _ensure_email_free(session, user_in.email)
-    user = User(
+    return add_user(
+        session,
         email=user_in.email,
         first_name=user_in.first_name,
         last_name=user_in.last_name,
-        password_hash=hash_password(user_in.password),
+        password=user_in.password,
+        role=role,
+        customer_id=customer_id,
+    )
+
+
+def add_user(
+    session: Session,
+    *,
+    email: str,
+    first_name: str,
+    last_name: str,
+    password: str,
+    role: Role,
+    customer_id: int | None,
+) -> User:
+    """Store a user whose role and customer are already decided (also for seeds and tasks)."""
+    _ensure_email_free(session, email)
+    user = User(
+        email=email.lower(),
+        first_name=first_name,
+        last_name=last_name,
+        password_hash=hash_password(password),
         role=role,
         customer_id=customer_id,
     )
