@@ -177,7 +177,7 @@ def lint(args: argparse.Namespace) -> None:
             raise TaskError(" ".join(tool[2:]) + " failed")
 
 
-PASSWORD_ENV = "TRACKER_PASSWORD"
+PASSWORD_ENV = "TRACKER_PASSWORD"  # noqa: S105 (the variable's name)
 
 
 def read_password(args: argparse.Namespace) -> str:
