@@ -3,7 +3,25 @@
 from app.models.api_key import ApiKey, Scope
 from app.models.base import Base
 from app.models.customer import Customer
+from app.models.event import Event, EventKind
+from app.models.job import Job, JobStatus, JobStepCompletion
+from app.models.job_configuration import JobConfiguration, JobConfigurationStep
 from app.models.user import Role, User
 from app.models.user_session import UserSession
 
-__all__ = ["ApiKey", "Base", "Customer", "Role", "Scope", "User", "UserSession"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Customer",
+    "Event",
+    "EventKind",
+    "Job",
+    "JobConfiguration",
+    "JobConfigurationStep",
+    "JobStatus",
+    "JobStepCompletion",
+    "Role",
+    "Scope",
+    "User",
+    "UserSession",
+]

@@ -1,0 +1,127 @@
+import enum
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Computed,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, IdMixin, TimestampMixin
+from app.models.job_configuration import JobConfiguration, Money
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Job(IdMixin, TimestampMixin, Base):
+    """One run of a configuration version for a customer.
+
+    The row carries the job's current progress, cost, status and counters, updated in the same
+    transaction as the event that changes them, so reads never scan events.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint("completed_points <= total_points", name="points_within_total"),
+        Index("ix_jobs_customer_id_created_at", "customer_id", "created_at", "id"),
+        Index("ix_jobs_customer_id_updated_at", "customer_id", "updated_at", "id"),
+        Index("ix_jobs_customer_id_status_created_at", "customer_id", "status", "created_at", "id"),
+        Index("ix_jobs_created_at", "created_at", "id"),
+        Index("ix_jobs_updated_at", "updated_at", "id"),
+        Index("ix_jobs_progress", "progress", "id"),
+        Index("ix_jobs_configuration_id", "configuration_id"),
+        # provider_job_id prefix search (q=...) whatever the database's collation.
+        Index(
+            "ix_jobs_provider_job_id_pattern",
+            "provider_job_id",
+            postgresql_ops={"provider_job_id": "text_pattern_ops"},
+        ),
+    )
+
+    provider_job_id: Mapped[str] = mapped_column(String(200), unique=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("customers.id", ondelete="RESTRICT")
+    )
+    configuration_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("job_configurations.id", ondelete="RESTRICT")
+    )
+    created_by_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="SET NULL")
+    )
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, name="job_status", values_callable=lambda s: [m.value for m in s]),
+        default=JobStatus.PENDING,
+        server_default=JobStatus.PENDING.value,
+    )
+    step_count: Mapped[int] = mapped_column(Integer)
+    steps_completed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    total_points: Mapped[int] = mapped_column(BigInteger)
+    completed_points: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    progress: Mapped[Decimal] = mapped_column(
+        Numeric, Computed("completed_points::numeric / total_points", persisted=True)
+    )
+    cost: Mapped[Decimal] = mapped_column(Money, default=Decimal(0), server_default="0")
+    event_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    unresolved_error_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_event_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    configuration: Mapped[JobConfiguration] = relationship(lazy="raise")
+
+    @property
+    def tag(self) -> str:
+        return self.configuration.tag
+
+    @property
+    def version(self) -> int:
+        return self.configuration.version
+
+
+class JobStepCompletion(Base):
+    """The first completion of one step of one job: what billing counts."""
+
+    __tablename__ = "job_step_completions"
+    __table_args__ = (
+        Index("ix_job_step_completions_customer_id_completed_at", "customer_id", "completed_at"),
+        Index("ix_job_step_completions_completed_at", "completed_at"),
+    )
+
+    job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    step_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("job_configuration_steps.id", ondelete="RESTRICT"), primary_key=True
+    )
+    customer_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("customers.id", ondelete="RESTRICT")
+    )
+    configuration_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("job_configurations.id", ondelete="RESTRICT")
+    )
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    completed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    points: Mapped[int] = mapped_column(Integer)
+    cost: Mapped[Decimal] = mapped_column(Money)

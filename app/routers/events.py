@@ -1,0 +1,67 @@
+from fastapi import APIRouter, Response, status
+
+from app.dependencies import Cursor, Ingester, Limit, Reader, SessionDep
+from app.internal.pagination import DEFAULT_LIMIT
+from app.schemas.event import BatchItemResult, BatchRequest, BatchResult
+from app.schemas.job import EventCreate, EventPublic, EventResult, JobPublic
+from app.schemas.page import Page
+from app.services import events
+
+router = APIRouter(tags=["events"])
+
+
+@router.post(
+    "/jobs/{job_id}/events",
+    response_model=EventResult,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        status.HTTP_200_OK: {"model": EventResult, "description": "A replayed event_id"},
+    },
+)
+def create_event(
+    session: SessionDep, caller: Ingester, job_id: int, event_in: EventCreate, response: Response
+) -> EventResult:
+    """Report an event; answers it with the job's new progress, cost and status."""
+    event, job, created = events.record_event(
+        session, caller=caller, job_id=job_id, event_in=event_in
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return EventResult(event=EventPublic.model_validate(event), job=JobPublic.model_validate(job))
+
+
+@router.get("/jobs/{job_id}/events", response_model=Page[EventPublic])
+def read_events(
+    session: SessionDep,
+    caller: Reader,
+    job_id: int,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[EventPublic]:
+    """A job's events in arrival order."""
+    items, next_cursor = events.list_events(
+        session, caller=caller, job_id=job_id, limit=limit, cursor=cursor
+    )
+    return Page(items=[EventPublic.model_validate(item) for item in items], next_cursor=next_cursor)
+
+
+@router.post("/events/batch", response_model=BatchResult)
+def create_events_batch(session: SessionDep, caller: Ingester, batch: BatchRequest) -> BatchResult:
+    """Report up to 1,000 events for any jobs you may write; one result per item, in order."""
+    outcomes = events.record_batch(session, caller=caller, items=batch.events)
+    results = [
+        BatchItemResult(
+            index=outcome.index,
+            result=outcome.result,
+            job_id=outcome.job_id,
+            event=EventPublic.model_validate(outcome.event) if outcome.event else None,
+            reason=outcome.reason,
+        )
+        for outcome in outcomes
+    ]
+    return BatchResult(
+        created=sum(result.result == "created" for result in results),
+        duplicate=sum(result.result == "duplicate" for result in results),
+        rejected=sum(result.result == "rejected" for result in results),
+        results=results,
+    )

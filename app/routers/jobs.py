@@ -1,0 +1,114 @@
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
+
+from app.dependencies import Cursor, Ingester, Limit, Reader, SessionDep
+from app.internal.pagination import DEFAULT_LIMIT
+from app.models import JobStatus
+from app.schemas.job import EventPublic, JobCreate, JobDetail, JobPublic, JobStepState
+from app.schemas.page import Page
+from app.services import jobs
+from app.services.jobs import JobFilters, JobSort, JobState
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def _detail(state: JobState) -> JobDetail:
+    return JobDetail(
+        **JobPublic.model_validate(state.job).model_dump(),
+        steps=[
+            JobStepState(
+                position=item.step.position,
+                tag=item.step.tag,
+                name=item.step.name,
+                points=item.step.points,
+                cost=item.step.cost,
+                completed_at=item.completion.completed_at if item.completion else None,
+                latest_unresolved_error=(
+                    EventPublic.model_validate(item.latest_unresolved_error)
+                    if item.latest_unresolved_error
+                    else None
+                ),
+            )
+            for item in state.steps
+        ],
+        latest_unresolved_job_error=(
+            EventPublic.model_validate(state.latest_unresolved_job_error)
+            if state.latest_unresolved_job_error
+            else None
+        ),
+    )
+
+
+@router.post(
+    "",
+    response_model=JobPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={status.HTTP_200_OK: {"model": JobPublic, "description": "The job already existed"}},
+)
+def create_job(
+    session: SessionDep, caller: Ingester, job_in: JobCreate, response: Response
+) -> JobPublic:
+    """Create a job (201), or answer the existing one for a repeated request (200)."""
+    job, created = jobs.create_job(session, caller=caller, job_in=job_in)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return JobPublic.model_validate(job)
+
+
+@router.get("", response_model=Page[JobPublic])
+def read_jobs(
+    session: SessionDep,
+    caller: Reader,
+    status_: Annotated[list[JobStatus], Query(alias="status", max_length=5)] = [],  # noqa: B006
+    customer_id: int | None = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    q: Annotated[str | None, Query(max_length=200, description="provider_job_id prefix")] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    has_errors: bool | None = None,
+    sort: JobSort = JobSort.CREATED_AT,
+    order: Literal["asc", "desc"] = "desc",
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[JobPublic]:
+    """List jobs, newest first by default; a client sees its own customer's only."""
+    items, next_cursor = jobs.list_jobs(
+        session,
+        caller=caller,
+        filters=JobFilters(
+            statuses=status_,
+            customer_id=customer_id,
+            tag=tag,
+            q=q,
+            created_after=created_after,
+            created_before=created_before,
+            has_errors=has_errors,
+        ),
+        sort=sort,
+        descending=order == "desc",
+        limit=limit,
+        cursor=cursor,
+    )
+    return Page(items=[JobPublic.model_validate(item) for item in items], next_cursor=next_cursor)
+
+
+@router.get("/by-provider-id/{provider_job_id:path}", response_model=JobDetail)
+def read_job_by_provider_id(session: SessionDep, caller: Reader, provider_job_id: str) -> JobDetail:
+    """One job by the script's own id, with the state of every step."""
+    job = jobs.get_job_by_provider_id(session, caller=caller, provider_job_id=provider_job_id)
+    return _detail(jobs.get_job_state(session, job=job))
+
+
+@router.get("/{job_id}", response_model=JobDetail)
+def read_job(session: SessionDep, caller: Reader, job_id: int) -> JobDetail:
+    """One job, with the state of every step of its configuration version."""
+    job = jobs.get_job(session, caller=caller, job_id=job_id)
+    return _detail(jobs.get_job_state(session, job=job))
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(session: SessionDep, caller: Ingester, job_id: int) -> JobPublic:
+    """Cancel a job (admin, or its customer); it then refuses events with 409."""
+    return JobPublic.model_validate(jobs.cancel_job(session, caller=caller, job_id=job_id))

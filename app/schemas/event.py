@@ -1,0 +1,33 @@
+from typing import Any, Literal
+
+from pydantic import Field
+
+from app.schemas.base import Schema
+from app.schemas.job import EventPublic
+
+
+class BatchRequest(Schema):
+    events: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=1000,
+        description=(
+            "Up to 1,000 events, each an event (kind, name, event_id, occurred_at, message, "
+            "metadata) plus exactly one of job_id or provider_job_id. Each item is checked on "
+            "its own: an invalid one is rejected without stopping the others."
+        ),
+    )
+
+
+class BatchItemResult(Schema):
+    index: int
+    result: Literal["created", "duplicate", "rejected"]
+    job_id: int | None
+    event: EventPublic | None
+    reason: str | None
+
+
+class BatchResult(Schema):
+    created: int
+    duplicate: int
+    rejected: int
+    results: list[BatchItemResult]
