@@ -25,8 +25,11 @@ class Database:
         connect_args: dict[str, Any] = {"application_name": "tracker"}
         if connect_timeout_s:
             connect_args["connect_timeout"] = connect_timeout_s
+        # Timestamps come back in UTC whatever the server's default time zone.
+        options = ["-c timezone=UTC"]
         if statement_timeout_ms:
-            connect_args["options"] = f"-c statement_timeout={statement_timeout_ms}"
+            options.append(f"-c statement_timeout={statement_timeout_ms}")
+        connect_args["options"] = " ".join(options)
 
         pool_args: dict[str, Any]
         if null_pool:

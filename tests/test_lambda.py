@@ -1,13 +1,23 @@
 """The Lambda handler with real API Gateway event shapes: cookies out and back in."""
 
+from collections.abc import Callable
+from decimal import Decimal
 from http.cookies import SimpleCookie
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
 
 from app.cookies import CSRF_COOKIE, SESSION_COOKIE
 from app.main import handler
-from tests.factories import PASSWORD, create_user
+from tests.factories import (
+    PASSWORD,
+    create_admin,
+    create_api_key,
+    create_configuration,
+    create_customer,
+    create_user,
+)
 from tests.support import (
     LambdaContext,
     http_api_event,
@@ -96,3 +106,40 @@ def test_rest_api_login_returns_both_set_cookie_headers_and_they_authenticate(
         rest_event("GET", "/users/me", headers={"Cookie": cookie_header}), LambdaContext()
     )
     assert after["statusCode"] == 401
+
+
+@pytest.mark.parametrize("build_event", [rest_event, http_api_event])
+def test_an_event_posted_through_the_handler_with_an_api_key(
+    db: Session, build_event: Callable[..., dict[str, Any]]
+) -> None:
+    configuration = create_configuration(db, steps=(("only", 2, Decimal("0.7500")),))
+    customer = create_customer(db)
+    key = create_api_key(db, create_admin(db))
+    headers = {"X-API-Key": key}
+    created = handler(
+        build_event(
+            "POST",
+            "/jobs",
+            headers=headers,
+            body={
+                "provider_job_id": "lambda-1",
+                "tag": configuration.tag,
+                "customer_id": customer.id,
+            },
+        ),
+        LambdaContext(),
+    )
+    assert created["statusCode"] == 201, created["body"]
+    job_id = response_json(created)["id"]
+    posted = handler(
+        build_event(
+            "POST",
+            f"/jobs/{job_id}/events",
+            headers=headers,
+            body={"kind": "step", "name": "only", "event_id": "lambda-evt"},
+        ),
+        LambdaContext(),
+    )
+    assert posted["statusCode"] == 201, posted["body"]
+    job = response_json(posted)["job"]
+    assert (job["status"], job["progress"], job["cost"]) == ("completed", 1.0, "0.7500")

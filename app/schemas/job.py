@@ -1,8 +1,8 @@
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, model_validator
 
 from app.models import EventKind, JobStatus
 from app.schemas.base import Schema
@@ -82,6 +82,10 @@ class JobDetail(JobPublic):
     )
 
 
+def _in_utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
+
+
 class EventCreate(Schema):
     kind: EventKind
     name: str | None = Field(
@@ -95,7 +99,7 @@ class EventCreate(Schema):
         max_length=200,
         description="Your idempotency key: the same event_id for the same job is stored once.",
     )
-    occurred_at: AwareDatetime | None = Field(
+    occurred_at: Annotated[AwareDatetime | None, AfterValidator(_in_utc)] = Field(
         default=None, description="When it happened, by your clock (timezone required)."
     )
     message: str | None = Field(default=None, max_length=4000)
