@@ -53,6 +53,12 @@ def api(db: Session) -> Iterator[None]:
     """Route the app's requests through the test's session."""
 
     def get_test_db() -> Iterator[Session]:
+        # What the test made before the request is there for good, as data a real request finds
+        # is (a refused request must not roll it back); only the outer transaction is undone.
+        db.commit()
+        # And the request starts from what the database holds, as the app's fresh session per
+        # request does: otherwise objects the test keeps would hide earlier bulk UPDATEs.
+        db.expire_all()
         yield from unit_of_work(db)
 
     app.dependency_overrides[get_db] = get_test_db

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -20,6 +22,9 @@ from sqlalchemy.exc import OperationalError
 
 from config import ConfigError, config
 from root import root_path
+
+if TYPE_CHECKING:
+    from app.schemas.job_configuration import JobConfigurationFile
 
 ENVIRONMENTS = {"dev": "development", "test": "test", "prod": "production"}
 
@@ -133,6 +138,12 @@ def downgrade(env: str, args: argparse.Namespace) -> None:
 
 def add_seed_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--if-empty", action="store_true", help="only seed an empty database")
+    parser.add_argument(
+        "--jobs", type=int, default=0, help="also add this many bulk jobs (for benchmarks)"
+    )
+    parser.add_argument("--events-per-job", type=int, default=20, help="default 20")
+    parser.add_argument("--customers", type=int, default=20, help="bulk customers (default 20)")
+    parser.add_argument("--months", type=int, default=12, help="bulk history (default 12)")
     add_yes(parser)
 
 
@@ -143,6 +154,13 @@ def seed(env: str, args: argparse.Namespace) -> None:
     import seed as seed_module
 
     seed_module.seed_db(if_empty=args.if_empty)
+    if args.jobs > 0:
+        seed_module.seed_bulk(
+            jobs=args.jobs,
+            events_per_job=args.events_per_job,
+            customer_count=args.customers,
+            months=args.months,
+        )
 
 
 @db_task("current", "show the database's migration revision")
@@ -263,6 +281,67 @@ def set_password(args: argparse.Namespace) -> None:
         users.set_password(session, user=user, password=password)
         session.commit()
         print(f"Password of {user.email} changed; their sessions are ended")
+
+
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="a JSON file, or YAML if it ends .yaml/.yml")
+    parser.add_argument("--env", choices=ENVIRONMENTS, default="dev", help="default dev")
+    add_yes(parser)
+
+
+def read_configurations_file(path: Path) -> "JobConfigurationFile":
+    """The file's job configurations, validated; every problem is one TaskError line."""
+    from pydantic import ValidationError
+
+    from app.schemas.job_configuration import JobConfigurationFile
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        raise TaskError(f"cannot read {path}: {reason}") from None
+    try:
+        if path.suffix.lower() in {".yaml", ".yml"}:
+            return JobConfigurationFile.model_validate(load_yaml(path, text))
+        return JobConfigurationFile.model_validate_json(text)
+    except ValidationError as error:
+        problems = [
+            f"{'.'.join(str(part) for part in problem['loc']) or 'file'}: {problem['msg']}"
+            for problem in error.errors(include_url=False)
+        ]
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise TaskError(f"{path} is not valid: {'; '.join(problems[:3])}{more}") from None
+
+
+def load_yaml(path: Path, text: str) -> object:
+    try:
+        import yaml
+    except ImportError:
+        raise TaskError("YAML files need PyYAML: pip install -r requirements-dev.txt") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise TaskError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+
+
+@task(
+    "configs:load",
+    "create or version the job configurations of a JSON or YAML file",
+    add_load_options,
+)
+def load_configurations(args: argparse.Namespace) -> None:
+    from app.services import job_configurations
+
+    require_yes(args.env, args, "load job configurations into")
+    configurations_file = read_configurations_file(args.file)
+    setup(args.env)
+    with config.database.SessionLocal() as session:
+        outcomes = job_configurations.upsert_configurations(
+            session, configs_in=configurations_file.configurations()
+        )
+        lines = [f"{outcome.tag} v{outcome.version}: {outcome.result}" for outcome in outcomes]
+        session.commit()
+    print("\n".join(lines))
 
 
 # Command line -----------------------------------------------------------------------------------

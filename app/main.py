@@ -23,7 +23,16 @@ from app.internal.errors import (
     Unauthorized,
 )
 from app.middleware import RequestContextMiddleware
-from app.routers import api_keys, auth, customers, health, users
+from app.routers import (
+    api_keys,
+    auth,
+    customers,
+    events,
+    health,
+    job_configurations,
+    jobs,
+    users,
+)
 from app.schemas.error import ErrorPublic
 from config import config
 
@@ -62,7 +71,16 @@ if settings.cors_origins:
     )
 app.add_middleware(RequestContextMiddleware)
 
-for router in (health.router, auth.router, users.router, customers.router, api_keys.router):
+for router in (
+    health.router,
+    auth.router,
+    users.router,
+    customers.router,
+    api_keys.router,
+    job_configurations.router,
+    jobs.router,
+    events.router,
+):
     app.include_router(router)
 
 

@@ -1,15 +1,19 @@
 """Small factories for test data: each call makes fresh, unique rows in the test's session."""
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.internal import api_key_format
 from app.internal.security import hash_password
-from app.models import ApiKey, Customer, Role, Scope, User
+from app.models import ApiKey, Customer, JobConfiguration, Role, Scope, User
+from app.schemas.job_configuration import JobConfigurationCreate, JobConfigurationStepCreate
+from app.services import job_configurations
 
 PASSWORD = "correct horse battery"
 _sequence = itertools.count(1)
@@ -76,6 +80,31 @@ def create_api_key(
     )
     db.flush()
     return plaintext
+
+
+DEFAULT_STEPS = (("fetch", 1, Decimal("0.50")), ("analyse", 3, Decimal("2.00")))
+
+
+def create_configuration(
+    db: Session,
+    *,
+    tag: str | None = None,
+    name: str | None = None,
+    steps: Sequence[tuple[str, int, Decimal]] = DEFAULT_STEPS,
+) -> JobConfiguration:
+    """The current version of a configuration with `steps` as (tag, points, cost), each step
+    named after its tag: a new tag makes version 1, a known tag with other steps the next one."""
+    tag = tag or unique("config")
+    config_in = JobConfigurationCreate(
+        tag=tag,
+        name=name or f"Configuration {tag}",
+        steps=[
+            JobConfigurationStepCreate(tag=step_tag, name=step_tag, points=points, cost=cost)
+            for step_tag, points, cost in steps
+        ],
+    )
+    configuration, _ = job_configurations.create_configuration(db, config_in=config_in)
+    return configuration
 
 
 @dataclass

@@ -20,7 +20,13 @@ from config.settings import (
 from root import ROOT_DIR, root_path
 
 GOOD_SECRET = "k" * 48
-DATABASE_ENV_VARS = ["DATABASE_URL", "POSTGRES_HOST", "SECRET_KEY", "AWS_LAMBDA_FUNCTION_NAME"]
+DATABASE_ENV_VARS = [
+    "DATABASE_URL",
+    "POSTGRES_HOST",
+    "SECRET_KEY",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "EMBEDDED_DATABASE_NAME",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -1,13 +1,17 @@
 """tasks.py, run as a developer runs it, against a scratch database."""
 
+import json
+import textwrap
+from pathlib import Path
 from subprocess import CompletedProcess
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, func, select
 
 import seed
 from app.internal.security import verify_password
-from app.models import Customer, Role, User
+from app.models import Customer, JobConfiguration, Role, User
 from tests.support import database_env, run_python, scratch_database
 
 
@@ -88,7 +92,7 @@ def test_database_lifecycle_on_a_scratch_database() -> None:
         seeded = count_customers(env["DATABASE_URL"])
         assert seeded == len(seed.CUSTOMER_DATA)
         second = run("db:test:seed")
-        assert "Seeded: 0 customers, 0 users, 0 api keys" in second
+        assert "Seeded: 0 customers, 0 users, 0 configurations, 0 jobs, 0 api keys" in second
         assert "trk_" not in second
         assert count_customers(env["DATABASE_URL"]) == seeded
         assert "skipped" in run("db:test:seed", "--if-empty")
@@ -145,3 +149,96 @@ def test_users_tasks_create_an_admin_and_set_a_password() -> None:
         assert user.role == Role.ADMIN
         assert verify_password("second-password", user.password_hash)
         assert not verify_password("first-password", user.password_hash)
+
+
+def configurations_file(*entries: tuple[str, str, str]) -> dict[str, Any]:
+    """A file of configurations given as (tag, name, cost of their one step)."""
+    return {
+        "job_configs": [
+            {
+                "name": name,
+                "tag": tag,
+                "step_configurations": [{"name": "Scan", "tag": "scan", "points": 3, "cost": cost}],
+            }
+            for tag, name, cost in entries
+        ]
+    }
+
+
+def test_configs_load_creates_and_versions_configurations_from_a_file(tmp_path: Path) -> None:
+    with scratch_database() as url:
+        env = database_env(url)
+        assert run_python("tasks.py", "db:test:upgrade", env=env).returncode == 0
+
+        def load(path: Path, *options: str) -> CompletedProcess[str]:
+            return run_python("tasks.py", "configs:load", str(path), *options, env=env)
+
+        def write(name: str, content: dict[str, Any]) -> Path:
+            path = tmp_path / name
+            path.write_text(json.dumps(content))
+            return path
+
+        first = load(write("first.json", configurations_file(("ct", "CT", "1.5"))), "--env", "test")
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.splitlines() == ["ct v1: created"]
+
+        yaml_file = tmp_path / "second.yaml"
+        yaml_file.write_text(
+            textwrap.dedent("""\
+                job_configs:
+                  - name: MRI
+                    tag: mri
+                    step_configurations:
+                      - {name: Scan, tag: scan, points: 3, cost: 2}
+                  - name: CT
+                    tag: ct
+                    step_configurations:
+                      - {name: Scan, tag: scan, points: 3, cost: "1.50"}
+            """)
+        )
+        second = load(yaml_file, "--env", "test")
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.splitlines() == ["mri v1: created", "ct v1: unchanged"]
+
+        changed = configurations_file(("ct", "CT", "1.75"), ("mri", "MRI", "2"))
+        third = load(write("third.json", changed), "--env", "test")
+        assert third.stdout.splitlines() == ["ct v2: new_version", "mri v1: unchanged"]
+
+        invalid = configurations_file(("pet", "PET", "1"), ("ct", "CT", "1.00001"))
+        refused = load(write("invalid.json", invalid), "--env", "test")
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines() == [
+            f"error: {tmp_path / 'invalid.json'} is not valid: "
+            "job_configs.1.step_configurations.0.cost: "
+            "Decimal input should have no more than 4 decimal places"
+        ]
+
+        not_json = tmp_path / "broken.json"
+        not_json.write_text("{")
+        broken = load(not_json, "--env", "test")
+        assert broken.returncode == 1
+        assert len(broken.stderr.strip().splitlines()) == 1
+        assert "Invalid JSON" in broken.stderr
+
+        missing = load(tmp_path / "missing.json", "--env", "test")
+        assert missing.returncode == 1
+        assert "cannot read" in missing.stderr
+        for result in (refused, broken, missing):
+            assert "Traceback" not in result.stderr
+
+        production = load(write("prod.json", changed), "--env", "prod")
+        assert production.returncode == 2
+        assert "without --yes" in production.stderr
+        assert run_python("tasks.py", "configs:load", env=env).returncode == 2
+
+        engine = create_engine(env["DATABASE_URL"])
+        try:
+            with engine.connect() as connection:
+                stored = connection.execute(
+                    select(JobConfiguration.tag, JobConfiguration.version).order_by(
+                        JobConfiguration.tag, JobConfiguration.version
+                    )
+                ).all()
+        finally:
+            engine.dispose()
+        assert [tuple(row) for row in stored] == [("ct", 1), ("ct", 2), ("mri", 1)]

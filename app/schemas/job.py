@@ -6,10 +6,9 @@ from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, mo
 
 from app.models import EventKind, JobStatus
 from app.schemas.base import Schema
+from app.schemas.job_configuration import Tag
 from app.schemas.metadata import Metadata
 
-TAG_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
-Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
 # Printable ASCII without spaces: safe in URLs, logs and spreadsheets.
 ProviderJobId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,200}$")]
 

@@ -169,14 +169,32 @@ def _resolve_errors(session: Session, *, job: Job, step: JobConfigurationStep, a
     return len(resolved)
 
 
-def _status(job: Job) -> JobStatus:
-    if job.status == JobStatus.CANCELLED:
+def job_status(
+    *,
+    cancelled: bool,
+    unresolved_errors: int,
+    steps_completed: int,
+    step_count: int,
+    event_count: int,
+) -> JobStatus:
+    """The status rule of the job contract, in one place."""
+    if cancelled:
         return JobStatus.CANCELLED
-    if job.unresolved_error_count > 0:
+    if unresolved_errors > 0:
         return JobStatus.FAILED
-    if job.steps_completed == job.step_count:
+    if steps_completed == step_count:
         return JobStatus.COMPLETED
-    return JobStatus.RUNNING if job.event_count > 0 else JobStatus.PENDING
+    return JobStatus.RUNNING if event_count > 0 else JobStatus.PENDING
+
+
+def _status(job: Job) -> JobStatus:
+    return job_status(
+        cancelled=job.status == JobStatus.CANCELLED,
+        unresolved_errors=job.unresolved_error_count,
+        steps_completed=job.steps_completed,
+        step_count=job.step_count,
+        event_count=job.event_count,
+    )
 
 
 def record_event(

@@ -168,7 +168,7 @@ def update_user(session: Session, *, caller: Caller, user_id: int, user_in: User
     user = get_user(session, caller=caller, user_id=user_id)
     changes = user_in.model_dump(exclude_unset=True)
     if user.id == caller.user.id and (
-        changes.get("is_active") is False or changes.get("role", Role.ADMIN) != Role.ADMIN
+        changes.get("is_active") is False or changes.get("role") not in (None, Role.ADMIN)
     ):
         raise Conflict("Admins cannot deactivate or demote themselves")
     if "role" in changes or "customer_id" in changes:

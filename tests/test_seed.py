@@ -1,0 +1,86 @@
+"""The seeds: demo data through the services, and bulk data that obeys the same rules."""
+
+from collections import defaultdict
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import seed
+from app.models import Event, EventKind, Job, JobConfiguration, JobStatus, JobStepCompletion
+from app.schemas.job import EventCreate, JobCreate
+from app.services import events as event_service
+from app.services import jobs as job_service
+from app.services.access import Caller
+from tests.factories import create_admin
+
+COMPARED = [
+    "status",
+    "steps_completed",
+    "completed_points",
+    "cost",
+    "event_count",
+    "error_count",
+    "unresolved_error_count",
+    "completed_at",
+]
+
+
+@pytest.mark.usefixtures("committed")
+def test_bulk_jobs_match_what_the_services_make_of_the_same_events(db: Session) -> None:
+    totals = seed.seed_bulk(jobs=40, events_per_job=22, customer_count=3, months=2, seed=7)
+    assert totals["jobs"] == 40
+
+    bulk_jobs = db.scalars(select(Job).where(Job.provider_job_id.startswith("bulk-"))).all()
+    assert {job.status for job in bulk_jobs} >= {
+        JobStatus.COMPLETED,
+        JobStatus.RUNNING,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+    }
+    events_by_job: dict[int, list[Event]] = defaultdict(list)
+    for event in db.scalars(select(Event).order_by(Event.id)):
+        events_by_job[event.job_id].append(event)
+    completions = {
+        (row.job_id, row.step_id): row.completed_at for row in db.scalars(select(JobStepCompletion))
+    }
+
+    admin = Caller(user=create_admin(db))
+    for bulk in bulk_jobs:
+        configuration = db.get_one(JobConfiguration, bulk.configuration_id)
+        replay, _ = job_service.create_job(
+            db,
+            caller=admin,
+            job_in=JobCreate(
+                provider_job_id=f"replay-{bulk.id}",
+                tag=configuration.tag,
+                version=configuration.version,
+                customer_id=bulk.customer_id,
+            ),
+        )
+        replay = job_service.lock_job(db, caller=admin, job_id=replay.id)
+        steps = event_service.StepCatalogue(db).steps_of(replay)
+        for event in events_by_job[bulk.id]:
+            event_service.apply_event(
+                db,
+                job=replay,
+                event_in=EventCreate(
+                    kind=EventKind(event.kind),
+                    name=event.step_tag,
+                    occurred_at=event.occurred_at,
+                ),
+                steps=steps,
+            )
+        if bulk.status == JobStatus.CANCELLED:
+            replay = job_service.cancel_job(db, caller=admin, job_id=replay.id)
+        for name in COMPARED:
+            assert getattr(replay, name) == getattr(bulk, name), (bulk.id, name)
+        replayed = {
+            row.step_id: row.completed_at
+            for row in db.scalars(
+                select(JobStepCompletion).where(JobStepCompletion.job_id == replay.id)
+            )
+        }
+        assert replayed == {
+            step_id: at for (job_id, step_id), at in completions.items() if job_id == bulk.id
+        }
