@@ -7,12 +7,21 @@ from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import Select, create_engine, func, select
 
 import seed
 from app.internal.security import verify_password
-from app.models import Customer, JobConfiguration, Role, User
+from app.models import Customer, Job, JobConfiguration, JobStatus, Role, User
 from tests.support import database_env, run_python, scratch_database
+
+
+def scalar_rows(database_url: str, statement: Select[Any]) -> list[Any]:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.scalars(statement))
+    finally:
+        engine.dispose()
 
 
 def count_customers(database_url: str) -> int:
@@ -96,6 +105,14 @@ def test_database_lifecycle_on_a_scratch_database() -> None:
         assert "trk_" not in second
         assert count_customers(env["DATABASE_URL"]) == seeded
         assert "skipped" in run("db:test:seed", "--if-empty")
+        statuses = scalar_rows(env["DATABASE_URL"], select(Job.status).distinct())
+        assert set(statuses) == set(JobStatus)
+
+        bulk = run("db:test:seed", "--jobs", "30", "--events-per-job", "6", "--customers", "2")
+        assert "Bulk seeded 30 jobs" in bulk
+        assert len(scalar_rows(env["DATABASE_URL"], select(Job.id))) == 30 + len(
+            seed.CUSTOMER_DATA
+        ) * len(seed.DEMO_JOB_PLAN)
 
         run("db:test:downgrade", "base")
         assert "(head)" not in run("db:test:current")

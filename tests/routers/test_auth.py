@@ -184,7 +184,9 @@ def test_unknown_email_costs_the_same_password_work(
         return min(durations)
 
     _login(client, "warm-up@example.com")
-    assert fastest("nobody@example.com") > 0.5 * fastest(user.email)
+    a, b = fastest("nobody@example.com"), fastest(user.email)
+    print("RATIO", a, b)
+    assert a > 0.5 * b
 
 
 @pytest.mark.parametrize(
