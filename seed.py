@@ -196,26 +196,20 @@ def seed_jobs(session: Session) -> int:
                 continue
             added += 1
             job = job_service.lock_job(session, caller=admin, job_id=job.id)
-            steps = event_service.StepCatalogue(session).steps_of(job)
-            for tag in step_tags[:completed_steps]:
-                event_service.apply_event(
-                    session,
-                    job=job,
-                    event_in=EventCreate(kind=EventKind.STEP, name=tag, event_id=f"{tag}-1"),
-                    steps=steps,
-                )
+            events = [
+                EventCreate(kind=EventKind.STEP, name=tag, event_id=f"{tag}-1")
+                for tag in step_tags[:completed_steps]
+            ]
             if wanted == JobStatus.FAILED:
-                event_service.apply_event(
-                    session,
-                    job=job,
-                    event_in=EventCreate(
+                events.append(
+                    EventCreate(
                         kind=EventKind.ERROR,
                         name=step_tags[completed_steps],
                         message="Model inference timed out",
                         metadata={"exit_code": 137},
-                    ),
-                    steps=steps,
+                    )
                 )
+            event_service.apply_events(session, [(job, event_in) for event_in in events])
             if wanted == JobStatus.CANCELLED:
                 job_service.cancel_job(session, caller=admin, job_id=job.id)
     return added

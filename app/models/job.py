@@ -38,6 +38,8 @@ class Job(IdMixin, TimestampMixin, Base):
     """
 
     __tablename__ = "jobs"
+    # Read the database-made values (updated_at, progress) back in the UPDATE itself.
+    __mapper_args__ = {"eager_defaults": True}
     __table_args__ = (
         CheckConstraint("completed_points <= total_points", name="points_within_total"),
         Index("ix_jobs_customer_id_created_at", "customer_id", "created_at", "id"),

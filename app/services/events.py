@@ -1,13 +1,21 @@
-"""Events: each one applied to its job's progress, cost, status and counters in the same
-transaction, with the job row locked, so concurrent events come out as if sent one by one."""
+"""Events: applied to their jobs' progress, cost, status and counters in the same transaction,
+with each job's row locked, so concurrent events come out as if they had arrived one by one.
 
-from collections.abc import Mapping, Sequence
+One mechanism serves a single event and a batch of a thousand: `apply_events` checks every event
+before it writes anything, stores the accepted ones in one INSERT, records step completions in one
+upsert, works out in memory which errors the new events resolve (in arrival order), and writes each
+job's row once.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError, model_validator
-from sqlalchemy import Boolean, func, literal_column, or_, select, update
+from sqlalchemy import Boolean, func, literal_column, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -17,156 +25,58 @@ from app.models import (
     Event,
     EventKind,
     Job,
+    JobConfiguration,
     JobConfigurationStep,
     JobStatus,
     JobStepCompletion,
 )
 from app.schemas.job import EventCreate
 from app.services.access import Caller
-from app.services.jobs import get_job, lock_job
+from app.services.jobs import get_job, lock_job, locked_jobs
 
 MAX_BATCH = 1000
 
 
-class StepCatalogue:
-    """The steps of configuration versions, loaded once per request, by tag."""
+@dataclass(frozen=True)
+class StepInfo:
+    id: int
+    tag: str
+    points: int
+    cost: Decimal
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._by_configuration: dict[int, dict[str, JobConfigurationStep]] = {}
 
-    def load(self, configuration_ids: Sequence[int]) -> None:
-        missing = [id_ for id_ in set(configuration_ids) if id_ not in self._by_configuration]
-        if not missing:
-            return
-        for id_ in missing:
-            self._by_configuration[id_] = {}
-        for step in self._session.scalars(
+# Configuration versions are immutable, so their steps can be kept for the life of the process
+# (a Lambda instance, a uvicorn worker) instead of being read for every event. The key holds the
+# creation time too, so a re-created database never meets stale entries.
+_StepsKey = tuple[int, datetime]
+_steps_cache: dict[_StepsKey, Mapping[str, StepInfo]] = {}
+_STEPS_CACHE_LIMIT = 1000
+
+
+def steps_of(
+    session: Session, configurations: Iterable[JobConfiguration]
+) -> dict[int, Mapping[str, StepInfo]]:
+    """The steps of each configuration version by tag, in order, by configuration id."""
+    keys = {configuration.id: (configuration.id, configuration.created_at)
+            for configuration in configurations}  # fmt: skip
+    found = {id_: _steps_cache.get(key) for id_, key in keys.items()}
+    result = {id_: steps for id_, steps in found.items() if steps is not None}
+    missing = keys.keys() - result.keys()
+    if missing:
+        loaded: dict[int, dict[str, StepInfo]] = {id_: {} for id_ in missing}
+        for step in session.scalars(
             select(JobConfigurationStep)
             .where(JobConfigurationStep.configuration_id.in_(missing))
-            .order_by(JobConfigurationStep.position)
+            .order_by(JobConfigurationStep.configuration_id, JobConfigurationStep.position)
         ):
-            self._by_configuration[step.configuration_id][step.tag] = step
-
-    def steps_of(self, job: Job) -> Mapping[str, JobConfigurationStep]:
-        self.load([job.configuration_id])
-        return self._by_configuration[job.configuration_id]
-
-
-def _step_for(steps: Mapping[str, JobConfigurationStep], name: str) -> JobConfigurationStep:
-    step = steps.get(name)
-    if step is None:
-        valid = ", ".join(steps)
-        raise InvalidInput(f"Unknown step {name!r} for this job; valid steps: {valid}")
-    return step
-
-
-def apply_event(
-    session: Session, *, job: Job, event_in: EventCreate, steps: Mapping[str, JobConfigurationStep]
-) -> tuple[Event, bool]:
-    """Store the event and apply it to the (locked) job; a replayed event_id answers the stored
-    event and changes nothing (created=False)."""
-    if event_in.event_id is not None:
-        existing = session.scalar(
-            select(Event).where(Event.job_id == job.id, Event.event_id == event_in.event_id)
-        )
-        if existing is not None:
-            return existing, False
-    if job.status == JobStatus.CANCELLED:
-        raise Conflict(f"Job {job.id} is cancelled: it accepts no more events")
-    step = _step_for(steps, event_in.name) if event_in.name is not None else None
-
-    now = datetime.now(UTC)
-    event = Event(
-        job_id=job.id,
-        kind=event_in.kind,
-        step_id=step.id if step else None,
-        step_tag=step.tag if step else None,
-        event_id=event_in.event_id,
-        message=event_in.message,
-        metadata_=event_in.metadata,
-        occurred_at=event_in.occurred_at,
-        received_at=now,
-    )
-    session.add(event)
-    session.flush()
-
-    job.event_count += 1
-    job.started_at = job.started_at or now
-    job.last_event_at = now
-    if event.kind == EventKind.ERROR:
-        job.error_count += 1
-        job.unresolved_error_count += 1
-    elif event.kind == EventKind.STEP:
-        assert step is not None
-        _complete_step(session, job=job, step=step, event=event, at=event_in.occurred_at or now)
-        job.unresolved_error_count -= _resolve_errors(session, job=job, step=step, at=now)
-    job.status = _status(job)
-    session.flush()
-    return event, True
-
-
-def _complete_step(
-    session: Session, *, job: Job, step: JobConfigurationStep, event: Event, at: datetime
-) -> None:
-    """Record the step's completion; only the first completion adds points and cost. The
-    earliest completion time wins whatever the arrival order, so billing periods are stable."""
-    statement = insert(JobStepCompletion).values(
-        job_id=job.id,
-        step_id=step.id,
-        customer_id=job.customer_id,
-        configuration_id=job.configuration_id,
-        event_id=event.id,
-        completed_at=at,
-        points=step.points,
-        cost=step.cost,
-    )
-    excluded = statement.excluded
-    inserted = session.scalar(
-        statement.on_conflict_do_update(
-            index_elements=[JobStepCompletion.job_id, JobStepCompletion.step_id],
-            set_={"completed_at": excluded.completed_at, "event_id": excluded.event_id},
-            where=excluded.completed_at < JobStepCompletion.completed_at,
-        ).returning(literal_column("xmax = 0", Boolean))
-    )
-    # No row: a later duplicate. True: the first completion. False: an earlier duplicate.
-    if inserted is None:
-        return
-    if inserted:
-        job.steps_completed += 1
-        job.completed_points += step.points
-        job.cost += step.cost
-    if job.steps_completed == job.step_count:
-        # Completed when its last step was, by the steps' (earliest) completion times.
-        job.completed_at = session.scalar(
-            select(func.max(JobStepCompletion.completed_at)).where(
-                JobStepCompletion.job_id == job.id
+            loaded[step.configuration_id][step.tag] = StepInfo(
+                step.id, step.tag, step.points, step.cost
             )
-        )
-
-
-def _resolve_errors(session: Session, *, job: Job, step: JobConfigurationStep, at: datetime) -> int:
-    """A step event resolves the open errors of its step; once every step is complete, it
-    also resolves the errors that named no step. Answers how many it resolved."""
-    names_this_step = Event.step_id == step.id
-    condition = (
-        or_(names_this_step, Event.step_id.is_(None))
-        if job.steps_completed == job.step_count
-        else names_this_step
-    )
-    resolved = session.scalars(
-        update(Event)
-        .where(
-            Event.job_id == job.id,
-            Event.kind == EventKind.ERROR,
-            Event.resolved_at.is_(None),
-            condition,
-        )
-        .values(resolved_at=at)
-        .returning(Event.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    return len(resolved)
+        if len(_steps_cache) + len(loaded) > _STEPS_CACHE_LIMIT:
+            _steps_cache.clear()
+        _steps_cache.update({keys[id_]: steps for id_, steps in loaded.items()})
+        result.update(loaded)
+    return result
 
 
 def job_status(
@@ -187,9 +97,241 @@ def job_status(
     return JobStatus.RUNNING if event_count > 0 else JobStatus.PENDING
 
 
-def _status(job: Job) -> JobStatus:
-    return job_status(
-        cancelled=job.status == JobStatus.CANCELLED,
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one submitted event."""
+
+    result: Literal["created", "duplicate", "rejected"]
+    event: Event | None = None
+    error: DomainError | None = None
+
+
+@dataclass
+class _Accepted:
+    index: int
+    job: Job
+    event_in: EventCreate
+    step: StepInfo | None
+    event: Event | None = None
+
+
+def apply_events(session: Session, submissions: Sequence[tuple[Job, EventCreate]]) -> list[Outcome]:
+    """Apply events, in order, to their jobs, which the caller has locked (`lock_jobs`).
+
+    A replayed `event_id` (for the same job) answers the stored event and changes nothing. An
+    invalid event is rejected before anything is written, so it changes nothing either.
+    """
+    steps = steps_of(session, [job.configuration for job, _ in submissions])
+    outcomes: dict[int, Outcome] = {}
+    accepted: list[_Accepted] = []
+    first_with_id: dict[tuple[int, str], int] = {}
+    same_as: dict[int, int] = {}
+    for index, (job, event_in) in enumerate(submissions):
+        key = (job.id, event_in.event_id) if event_in.event_id is not None else None
+        if key is not None and key in first_with_id:
+            same_as[index] = first_with_id[key]
+            continue
+        try:
+            step = _check(job, event_in, steps[job.configuration_id])
+        except DomainError as error:
+            outcomes[index] = Outcome("rejected", error=error)
+        else:
+            accepted.append(_Accepted(index, job, event_in, step))
+        if key is not None:
+            first_with_id[key] = index
+
+    # Replays: the same event_id already stored answers the stored event, even where the new
+    # request would be refused (the job was cancelled since, say).
+    stored = _stored_events(
+        session, [submission for i, submission in enumerate(submissions) if i not in same_as]
+    )
+    for index, (job, event_in) in enumerate(submissions):
+        existing = stored.get((job.id, event_in.event_id or ""))
+        if index not in same_as and existing is not None:
+            outcomes[index] = Outcome("duplicate", event=existing)
+    accepted = [item for item in accepted if item.index not in outcomes]
+
+    if accepted:
+        _store(session, accepted)
+        for item in accepted:
+            outcomes[item.index] = Outcome("created", event=item.event)
+    for index, original in same_as.items():
+        first = outcomes[original]
+        outcomes[index] = first if first.result == "rejected" else Outcome("duplicate", first.event)
+    return [outcomes[index] for index in range(len(submissions))]
+
+
+def _check(job: Job, event_in: EventCreate, steps: Mapping[str, StepInfo]) -> StepInfo | None:
+    if job.status == JobStatus.CANCELLED:
+        raise Conflict(f"Job {job.id} is cancelled: it accepts no more events")
+    if event_in.name is None:
+        return None
+    step = steps.get(event_in.name)
+    if step is None:
+        raise InvalidInput(
+            f"Unknown step {event_in.name!r} for this job; valid steps: {', '.join(steps)}"
+        )
+    return step
+
+
+def _stored_events(
+    session: Session, submissions: Sequence[tuple[Job, EventCreate]]
+) -> dict[tuple[int, str], Event]:
+    keys = {(job.id, event_in.event_id) for job, event_in in submissions if event_in.event_id}
+    if not keys:
+        return {}
+    return {
+        (event.job_id, event.event_id or ""): event
+        for event in session.scalars(
+            select(Event).where(tuple_(Event.job_id, Event.event_id).in_(keys))
+        )
+    }
+
+
+def _store(session: Session, accepted: Sequence[_Accepted]) -> None:
+    now = datetime.now(UTC)
+    for item in accepted:
+        item.event = Event(
+            job_id=item.job.id,
+            kind=item.event_in.kind,
+            step_id=item.step.id if item.step else None,
+            step_tag=item.step.tag if item.step else None,
+            event_id=item.event_in.event_id,
+            message=item.event_in.message,
+            metadata_=item.event_in.metadata,
+            occurred_at=item.event_in.occurred_at,
+            received_at=now,
+        )
+    session.add_all([item.event for item in accepted if item.event is not None])
+    session.flush()  # one INSERT for all of them
+
+    completions = _record_completions(session, accepted, now)
+    by_job: dict[int, list[_Accepted]] = defaultdict(list)
+    for item in accepted:
+        by_job[item.job.id].append(item)
+    for items in by_job.values():
+        _update_job(session, items, completions, now)
+    session.flush()  # one UPDATE per job, and the errors the new events resolved
+
+
+_insert_completion = insert(JobStepCompletion)
+# One statement, built once (so compiled once), run with one row of parameters per completion.
+_UPSERT_COMPLETION = _insert_completion.on_conflict_do_update(
+    index_elements=[JobStepCompletion.job_id, JobStepCompletion.step_id],
+    set_={
+        "completed_at": _insert_completion.excluded.completed_at,
+        "event_id": _insert_completion.excluded.event_id,
+    },
+    where=_insert_completion.excluded.completed_at < JobStepCompletion.completed_at,
+).returning(
+    JobStepCompletion.job_id, JobStepCompletion.step_id, literal_column("xmax = 0", Boolean)
+)
+
+
+@dataclass(frozen=True)
+class _Completions:
+    first: set[tuple[int, int]]  # (job, step) pairs completed for the first time
+    moved_earlier: set[int]  # jobs with a step now completed at an earlier time than stored
+
+
+def _record_completions(
+    session: Session, accepted: Sequence[_Accepted], now: datetime
+) -> _Completions:
+    """Record each step completion, keeping the earliest time per job and step whatever the
+    arrival order (billing periods stay stable)."""
+    earliest: dict[tuple[int, int], _Accepted] = {}
+    for item in accepted:
+        if item.event_in.kind != EventKind.STEP or item.step is None:
+            continue
+        key = (item.job.id, item.step.id)
+        current = earliest.get(key)
+        if current is None or _completed_at(item, now) < _completed_at(current, now):
+            earliest[key] = item
+    if not earliest:
+        return _Completions(set(), set())
+    rows = session.execute(
+        _UPSERT_COMPLETION,
+        [
+            {
+                "job_id": item.job.id,
+                "step_id": item.step.id,
+                "customer_id": item.job.customer_id,
+                "configuration_id": item.job.configuration_id,
+                "event_id": item.event.id,
+                "completed_at": _completed_at(item, now),
+                "points": item.step.points,
+                "cost": item.step.cost,
+            }
+            for item in earliest.values()
+            if item.step is not None and item.event is not None
+        ],
+    ).all()
+    # Rows not returned: completed before, at an earlier time. False: completed before, now at
+    # an earlier time. True: completed for the first time.
+    return _Completions(
+        first={(job_id, step_id) for job_id, step_id, inserted in rows if inserted},
+        moved_earlier={job_id for job_id, _, inserted in rows if not inserted},
+    )
+
+
+def _completed_at(item: _Accepted, now: datetime) -> datetime:
+    return item.event_in.occurred_at or now
+
+
+def _update_job(
+    session: Session,
+    items: Sequence[_Accepted],
+    completions: _Completions,
+    now: datetime,
+) -> None:
+    """Apply one job's new events, in arrival order, to its row."""
+    job = items[0].job
+    steps_done = job.steps_completed
+    unresolved_before = job.unresolved_error_count
+    open_errors: dict[int | None, list[Event]] = defaultdict(list)
+    stepped: set[int] = set()
+    all_done_at_some_step = False
+    counted: set[int] = set()
+    for item in items:
+        event, step = item.event, item.step
+        assert event is not None
+        if event.kind == EventKind.ERROR:
+            job.error_count += 1
+            open_errors[step.id if step else None].append(event)
+        elif event.kind == EventKind.STEP and step is not None:
+            if (job.id, step.id) in completions.first and step.id not in counted:
+                counted.add(step.id)
+                steps_done += 1
+                job.completed_points += step.points
+                job.cost += step.cost
+            stepped.add(step.id)
+            for error in open_errors.pop(step.id, []):
+                error.resolved_at = now
+            if steps_done == job.step_count:
+                all_done_at_some_step = True
+                for error in open_errors.pop(None, []):
+                    error.resolved_at = now
+    new_open = sum(len(errors) for errors in open_errors.values())
+    resolved_before = 0
+    if unresolved_before and stepped:
+        resolved_before = _resolve_stored_errors(
+            session, job=job, steps=stepped, stepless=all_done_at_some_step, now=now,
+            before_id=min(item.event.id for item in items if item.event is not None),
+        )  # fmt: skip
+    job.unresolved_error_count = unresolved_before - resolved_before + new_open
+    job.event_count += len(items)
+    job.started_at = job.started_at or now
+    job.last_event_at = now
+    job.steps_completed = steps_done
+    if steps_done == job.step_count and (counted or job.id in completions.moved_earlier):
+        # Completed when its last step was, by the steps' (earliest) completion times.
+        job.completed_at = session.scalar(
+            select(func.max(JobStepCompletion.completed_at)).where(
+                JobStepCompletion.job_id == job.id
+            )
+        )
+    job.status = job_status(
+        cancelled=False,
         unresolved_errors=job.unresolved_error_count,
         steps_completed=job.steps_completed,
         step_count=job.step_count,
@@ -197,13 +339,39 @@ def _status(job: Job) -> JobStatus:
     )
 
 
+def _resolve_stored_errors(
+    session: Session, *, job: Job, steps: set[int], stepless: bool, now: datetime, before_id: int
+) -> int:
+    """Resolve the job's open errors stored before these events: those of a step that a new
+    event completed, and, once every step is complete, those that named no step."""
+    names_a_step = Event.step_id.in_(steps)
+    resolved = session.scalars(
+        update(Event)
+        .where(
+            Event.job_id == job.id,
+            Event.id < before_id,
+            Event.kind == EventKind.ERROR,
+            Event.resolved_at.is_(None),
+            or_(names_a_step, Event.step_id.is_(None)) if stepless else names_a_step,
+        )
+        .values(resolved_at=now)
+        .returning(Event.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return len(resolved)
+
+
 def record_event(
     session: Session, *, caller: Caller, job_id: int, event_in: EventCreate
 ) -> tuple[Event, Job, bool]:
+    """One event for one job; answers the event, the job as it now is, and whether the event is
+    new (False for a replayed event_id)."""
     job = lock_job(session, caller=caller, job_id=job_id)
-    catalogue = StepCatalogue(session)
-    event, created = apply_event(session, job=job, event_in=event_in, steps=catalogue.steps_of(job))
-    return event, get_job(session, caller=caller, job_id=job_id), created
+    [outcome] = apply_events(session, [(job, event_in)])
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.event is not None
+    return outcome.event, job, outcome.result == "created"
 
 
 def list_events(
@@ -249,75 +417,39 @@ def _describe(error: ValidationError) -> str:
 
 
 def record_batch(session: Session, *, caller: Caller, items: Sequence[Any]) -> list[BatchOutcome]:
-    """Apply each item on its own: a rejected item changes nothing and stops no other."""
-    parsed: list[BatchEventIn | BatchOutcome] = []
+    """Apply each item on its own terms: a rejected item changes nothing and stops no other."""
+    outcomes: dict[int, BatchOutcome] = {}
+    parsed: dict[int, BatchEventIn] = {}
     for index, item in enumerate(items):
         try:
-            parsed.append(_batch_item.validate_python(item))
+            parsed[index] = _batch_item.validate_python(item)
         except ValidationError as error:
-            parsed.append(BatchOutcome(index=index, result="rejected", reason=_describe(error)))
+            outcomes[index] = BatchOutcome(index, "rejected", reason=_describe(error))
 
-    jobs = _lock_jobs(session, caller, [item for item in parsed if isinstance(item, BatchEventIn)])
-    catalogue = StepCatalogue(session)
-    catalogue.load([job.configuration_id for job in jobs.values()])
+    jobs = locked_jobs(
+        session,
+        caller=caller,
+        ids=[item.job_id for item in parsed.values() if item.job_id is not None],
+        provider_ids=[item.provider_job_id for item in parsed.values() if item.provider_job_id],
+    )
+    by_reference: dict[int | str, Job] = {job.id: job for job in jobs}
+    by_reference.update({job.provider_job_id: job for job in jobs})
 
-    outcomes = []
-    for index, item in enumerate(parsed):
-        if isinstance(item, BatchOutcome):
-            outcomes.append(item)
-            continue
+    submitted: list[tuple[int, Job, EventCreate]] = []
+    for index, item in parsed.items():
         reference = item.job_id if item.job_id is not None else item.provider_job_id
-        job = jobs.get(reference)
+        job = by_reference.get(reference or "")
         if job is None:
-            outcomes.append(
-                BatchOutcome(index=index, result="rejected", reason=f"Job {reference!r} not found")
-            )
-            continue
-        savepoint = session.begin_nested()
-        try:
-            event, created = apply_event(
-                session, job=job, event_in=item, steps=catalogue.steps_of(job)
-            )
-        except DomainError as error:
-            savepoint.rollback()
-            session.refresh(job)
-            outcomes.append(
-                BatchOutcome(index=index, result="rejected", job_id=job.id, reason=error.detail)
-            )
-            continue
-        savepoint.commit()
-        outcomes.append(
-            BatchOutcome(
-                index=index,
-                result="created" if created else "duplicate",
-                job_id=job.id,
-                event=event,
-            )
+            outcomes[index] = BatchOutcome(index, "rejected", reason=f"Job {reference!r} not found")
+        else:
+            submitted.append((index, job, item))
+    applied = apply_events(session, [(job, event_in) for _, job, event_in in submitted])
+    for (index, job, _), outcome in zip(submitted, applied, strict=True):
+        outcomes[index] = BatchOutcome(
+            index,
+            outcome.result,
+            job_id=job.id,
+            event=outcome.event,
+            reason=outcome.error.detail if outcome.error else None,
         )
-    return outcomes
-
-
-def _lock_jobs(
-    session: Session, caller: Caller, items: Sequence[BatchEventIn]
-) -> dict[int | str | None, Job]:
-    """The batch's visible jobs by id and by provider_job_id, locked in id order (so two
-    batches touching the same jobs cannot deadlock)."""
-    ids = {item.job_id for item in items if item.job_id is not None}
-    provider_ids = {item.provider_job_id for item in items if item.provider_job_id is not None}
-    if not ids and not provider_ids:
-        return {}
-    found = session.scalars(
-        select(Job)
-        .where(
-            or_(Job.id.in_(ids), Job.provider_job_id.in_(provider_ids)),
-            caller.customer_filter(Job.customer_id),
-        )
-        .order_by(Job.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).all()
-    jobs: dict[int | str | None, Job] = {}
-    for job in found:
-        jobs[job.id] = job
-        jobs[job.provider_job_id] = job
-    return jobs
+    return [outcomes[index] for index in range(len(items))]

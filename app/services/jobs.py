@@ -1,11 +1,11 @@
 """Jobs: creation (idempotent per provider_job_id), reads, lists and cancellation."""
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, joinedload
 
@@ -122,17 +122,35 @@ def get_job_by_provider_id(session: Session, *, caller: Caller, provider_job_id:
     return job
 
 
-def lock_job(session: Session, *, caller: Caller, job_id: int) -> Job:
-    """The job, locked until the transaction ends: its events are applied one at a time."""
-    job = session.scalar(
-        select(Job)
-        .where(Job.id == job_id, caller.customer_filter(Job.customer_id))
-        .with_for_update()
-        .execution_options(populate_existing=True)
+def locked_jobs(
+    session: Session, *, caller: Caller, ids: Iterable[int] = (), provider_ids: Iterable[str] = ()
+) -> list[Job]:
+    """The caller's jobs among those named, locked until the transaction ends (their events are
+    applied one request at a time), read afresh after the lock. Locks are taken in id order, so
+    two requests touching the same jobs cannot deadlock."""
+    ids, provider_ids = set(ids), set(provider_ids)
+    if not ids and not provider_ids:
+        return []
+    return list(
+        session.scalars(
+            select(Job)
+            .options(joinedload(Job.configuration))
+            .where(
+                or_(Job.id.in_(ids), Job.provider_job_id.in_(provider_ids)),
+                caller.customer_filter(Job.customer_id),
+            )
+            .order_by(Job.id)
+            .with_for_update(of=Job)
+            .execution_options(populate_existing=True)
+        )
     )
-    if job is None:
+
+
+def lock_job(session: Session, *, caller: Caller, job_id: int) -> Job:
+    jobs = locked_jobs(session, caller=caller, ids=[job_id])
+    if not jobs:
         raise NotFound(f"Job {job_id} not found")
-    return job
+    return jobs[0]
 
 
 @dataclass(frozen=True)
@@ -200,7 +218,7 @@ def cancel_job(session: Session, *, caller: Caller, job_id: int) -> Job:
         job.status = JobStatus.CANCELLED
         job.cancelled_at = datetime.now(UTC)
         session.flush()
-    return get_job(session, caller=caller, job_id=job_id)
+    return job
 
 
 @dataclass(frozen=True)

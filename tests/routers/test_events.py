@@ -369,3 +369,90 @@ def test_a_batch_of_1000_is_accepted(db: Session, script: Script, job: dict[str,
     replay = script.post("/events/batch", {"events": items}).json()
     assert replay["duplicate"] == 1000
     assert script.get(f"/jobs/{job['id']}").json()["event_count"] == 1000
+
+
+def test_a_batch_applies_the_rules_in_arrival_order(script: Script, job: dict[str, Any]) -> None:
+    items = [
+        {"job_id": job["id"], "kind": "error", "name": "segment", "event_id": "a"},
+        {"job_id": job["id"], "kind": "step", "name": "segment", "event_id": "b"},  # resolves a
+        {"job_id": job["id"], "kind": "step", "name": "upload", "event_id": "c"},
+        {"job_id": job["id"], "kind": "error", "name": "upload", "event_id": "d"},  # stays open
+        {"job_id": job["id"], "kind": "error", "event_id": "e"},  # no step: open until all done
+        {"job_id": job["id"], "kind": "step", "name": "classify", "event_id": "f"},
+    ]
+    body = script.post("/events/batch", {"events": items}).json()
+    assert body["created"] == 6
+    resolved = {
+        result["event"]["event_id"]: result["event"]["resolved_at"] for result in body["results"]
+    }
+    state = script.get(f"/jobs/{job['id']}").json()
+    assert (state["status"], state["error_count"], state["unresolved_error_count"]) == (
+        "failed",
+        3,
+        2,
+    )
+    assert (state["completed_points"], state["steps_completed"]) == (6, 3)
+    events = {
+        event["event_id"]: event
+        for event in script.get(f"/jobs/{job['id']}/events").json()["items"]
+    }
+    assert events["a"]["resolved_at"] is not None
+    assert events["d"]["resolved_at"] is None
+    assert events["e"]["resolved_at"] is None
+    assert resolved["b"] is None
+
+    finish = [
+        {"job_id": job["id"], "kind": "step", "name": "report", "event_id": "g"},  # all done: e
+        {"job_id": job["id"], "kind": "step", "name": "upload", "event_id": "h"},  # retry: d
+    ]
+    assert script.post("/events/batch", {"events": finish}).json()["created"] == 2
+    state = script.get(f"/jobs/{job['id']}").json()
+    assert (state["status"], state["unresolved_error_count"], state["cost"]) == (
+        "completed",
+        0,
+        "6.1001",
+    )
+
+
+def test_a_batch_answers_repeats_of_an_event_id_as_duplicates(
+    script: Script, job: dict[str, Any]
+) -> None:
+    items = [
+        {"job_id": job["id"], "kind": "step", "name": "upload", "event_id": "same"},
+        {"job_id": job["id"], "kind": "step", "name": "upload", "event_id": "same"},
+        {"job_id": job["id"], "kind": "step", "name": "nope", "event_id": "bad"},
+        {"job_id": job["id"], "kind": "step", "name": "nope", "event_id": "bad"},
+    ]
+    results = script.post("/events/batch", {"events": items}).json()["results"]
+    assert [result["result"] for result in results] == [
+        "created",
+        "duplicate",
+        "rejected",
+        "rejected",
+    ]
+    assert results[1]["event"]["id"] == results[0]["event"]["id"]
+    assert script.get(f"/jobs/{job['id']}").json()["event_count"] == 1
+
+
+def test_a_replay_for_a_job_cancelled_since_answers_the_stored_event(
+    script: Script, job: dict[str, Any]
+) -> None:
+    first = script.event(job["id"], kind="step", name="upload", event_id="before-cancel")
+    script.post(f"/jobs/{job['id']}/cancel")
+    replay = script.event(job["id"], kind="step", name="upload", event_id="before-cancel")
+    assert replay.status_code == 200
+    assert replay.json()["event"]["id"] == first.json()["event"]["id"]
+    assert script.event(job["id"], kind="step", name="upload", event_id="new").status_code == 409
+
+
+def test_an_earlier_completion_time_moves_the_jobs_completion(
+    script: Script, job: dict[str, Any]
+) -> None:
+    for name in ("upload", "segment", "classify"):
+        step(script, job, name, occurred_at="2026-05-01T10:00:00Z")
+    step(script, job, "report", occurred_at="2026-05-03T10:00:00Z")
+    late = script.get(f"/jobs/{job['id']}").json()
+    assert late["completed_at"] == "2026-05-03T10:00:00Z"
+    state = step(script, job, "report", occurred_at="2026-05-02T10:00:00Z")
+    assert state["completed_at"] == "2026-05-02T10:00:00Z"
+    assert (state["completed_points"], state["cost"]) == (10, "6.1001")
