@@ -54,7 +54,7 @@ def create_events_batch(session: SessionDep, caller: Ingester, batch: BatchReque
             index=outcome.index,
             result=outcome.result,
             job_id=outcome.job_id,
-            event=EventPublic.model_validate(outcome.event) if outcome.event else None,
+            event_id=outcome.event.id if outcome.event else None,
             reason=outcome.reason,
         )
         for outcome in outcomes

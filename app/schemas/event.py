@@ -3,7 +3,6 @@ from typing import Any, Literal
 from pydantic import Field
 
 from app.schemas.base import Schema
-from app.schemas.job import EventPublic
 
 
 class BatchRequest(Schema):
@@ -19,11 +18,13 @@ class BatchRequest(Schema):
 
 
 class BatchItemResult(Schema):
-    index: int
+    index: int = Field(description="The item's place in the request, from 0.")
     result: Literal["created", "duplicate", "rejected"]
     job_id: int | None
-    event: EventPublic | None
-    reason: str | None
+    event_id: int | None = Field(
+        description="The stored event's id (the new one, or the original of a duplicate)."
+    )
+    reason: str | None = Field(description="Why the item was rejected.")
 
 
 class BatchResult(Schema):
