@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mangum.types import LambdaCognitoIdentity, LambdaMobileClientContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL
 
 from config import config
@@ -217,3 +217,20 @@ def captured_records(logger_name: str) -> Iterator[list[logging.LogRecord]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+@contextmanager
+def captured_statements() -> Iterator[list[str]]:
+    """The SQL the app sends inside the block, less the tests' own savepoint handling."""
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statement: str = args[2]
+        if not statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO")):
+            statements.append(statement)
+
+    event.listen(config.database.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(config.database.engine, "before_cursor_execute", record)

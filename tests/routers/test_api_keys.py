@@ -1,13 +1,11 @@
 """API keys: created, listed and revoked by their owners; refused when anything is off."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.internal import api_key_format
@@ -20,6 +18,7 @@ from tests.factories import (
     create_user,
     log_in,
 )
+from tests.support import captured_statements
 
 MISSING_ID = 987_654_321
 INVALID_KEY = {"detail": "Invalid API key"}
@@ -35,21 +34,6 @@ def _key_row(db: Session, plaintext: str) -> ApiKey:
 
 def _me_with(client: TestClient, key: str) -> Any:
     return client.get("/users/me", headers={"X-API-Key": key})
-
-
-@contextmanager
-def _statements() -> Iterator[list[str]]:
-    """The SQL statements the app sends while the block runs."""
-    statements: list[str] = []
-
-    def record(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(config.database.engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(config.database.engine, "before_cursor_execute", record)
 
 
 # Creating
@@ -254,12 +238,12 @@ def test_a_malformed_key_is_refused_without_a_query(client: TestClient, db: Sess
     typo = key[:position] + ("a" if key[position] != "a" else "b") + key[position + 1 :]
     unknown = api_key_format.generate_api_key()  # well formed, never issued
     for bad_key in ("garbage", typo, key[:-1], key.replace("trk_", "trk-")):
-        with _statements() as statements:
+        with captured_statements() as statements:
             response = _me_with(client, bad_key)
         assert response.status_code == 401
         assert response.json() == INVALID_KEY
         assert not [sql for sql in statements if "api_keys" in sql]
-    with _statements() as statements:
+    with captured_statements() as statements:
         response = _me_with(client, unknown)
     assert (response.status_code, response.json()) == (401, INVALID_KEY)
     assert [sql for sql in statements if "api_keys" in sql]

@@ -1,18 +1,15 @@
 """Job configurations: versioning by content, validation, bulk upload, reads and their cost."""
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import JobConfiguration, Role, Scope
-from config import config
 from tests.factories import (
     Login,
     bearer_token,
@@ -23,6 +20,7 @@ from tests.factories import (
     log_in,
     unique,
 )
+from tests.support import captured_statements
 
 URL = "/job-configurations"
 StepSpec = tuple[str, int, Any]
@@ -491,23 +489,6 @@ def test_readers_are_sessions_and_api_keys_with_the_read_scope(
         assert client.get(path).status_code == 200
 
 
-@contextmanager
-def counted_queries() -> Iterator[list[str]]:
-    """The queries the app's engine runs inside the block (not the tests' savepoints)."""
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statement: str = args[2]
-        if not statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO")):
-            statements.append(statement)
-
-    event.listen(config.database.engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(config.database.engine, "before_cursor_execute", count)
-
-
 def test_a_list_takes_the_same_number_of_queries_whatever_its_size(
     client: TestClient, db: Session
 ) -> None:
@@ -515,11 +496,11 @@ def test_a_list_takes_the_same_number_of_queries_whatever_its_size(
     create_configuration(db)
     client.get(URL)  # warm up: the session's activity is written at most once a minute
 
-    with counted_queries() as few:
+    with captured_statements() as few:
         assert len(client.get(URL).json()["items"]) >= 1
     for _ in range(12):
         create_configuration(db, steps=(("a", 1, Decimal(1)), ("b", 2, Decimal(2))))
-    with counted_queries() as many:
+    with captured_statements() as many:
         assert len(client.get(URL).json()["items"]) >= 13
 
     assert len(few) == len(many)

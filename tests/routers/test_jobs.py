@@ -1,19 +1,17 @@
 """Jobs: idempotent creation, visibility, lists with filters and cursors, detail, cancel."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.models import Job
-from config import config
 from tests.factories import create_configuration, create_customer, create_user
 from tests.jobs_support import PIPELINE, Script, admin_script, client_script, new_job, pipeline
+from tests.support import captured_statements
 
 
 @pytest.fixture
@@ -257,30 +255,16 @@ def test_a_bad_cursor_or_limit_is_422(script: Script) -> None:
         assert script.get("/jobs", sort="progress", cursor=created_cursor).status_code == 422
 
 
-@contextmanager
-def counted_statements() -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(config.database.engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(config.database.engine, "before_cursor_execute", record)
-
-
 def test_a_list_issues_the_same_number_of_queries_for_1_and_200_jobs(
     db: Session, script: Script
 ) -> None:
     jobs, customer_id = make_jobs(db, script, 30)
-    with counted_statements() as small:
+    with captured_statements() as small:
         assert len(script.get("/jobs", customer_id=customer_id, limit=1).json()["items"]) == 1
-    with counted_statements() as large:
+    with captured_statements() as large:
         assert len(script.get("/jobs", customer_id=customer_id, limit=200).json()["items"]) == 30
     assert len(small) == len(large)
-    with counted_statements() as detail:
+    with captured_statements() as detail:
         script.get(f"/jobs/{jobs[0]['id']}")
     assert len(detail) <= len(small) + 3
 
