@@ -273,12 +273,13 @@ BULK_OUTCOMES = [
 
 @dataclass
 class BulkJob:
-    """One generated job: its row, its events and its step completions, consistent by
-    construction with the rules the services apply one event at a time."""
+    """One generated job: its row, its events, its step completions and its errors per step,
+    consistent by construction with the rules the services apply one event at a time."""
 
     row: dict[str, object]
     events: list[tuple[object, ...]] = field(default_factory=list)
     completions: list[tuple[object, ...]] = field(default_factory=list)
+    errors: list[tuple[object, ...]] = field(default_factory=list)
 
 
 def _bulk_job(
@@ -331,6 +332,7 @@ def _bulk_job(
     completed: dict[int, tuple[datetime, int]] = {}
     error_count = 0
     open_errors: dict[int, list[list[object]]] = {}
+    step_errors: dict[int, tuple[int, datetime, datetime]] = {}  # count, first, last
     events: list[list[object]] = []
     for offset, (kind, step) in enumerate(plan):
         at += timedelta(seconds=rng.randint(5, 600))
@@ -353,6 +355,8 @@ def _bulk_job(
         elif kind == EventKind.ERROR and step is not None:
             error_count += 1
             open_errors.setdefault(step.id, []).append(event)
+            count, first, _ = step_errors.get(step.id, (0, at, at))
+            step_errors[step.id] = (count + 1, first, at)
         events.append(event)
     bulk.events = [tuple(event) for event in events]
     unresolved = sum(len(errors) for errors in open_errors.values())
@@ -363,6 +367,10 @@ def _bulk_job(
             (job_id, step_id, customer_id, configuration.id, event_id, completed_at,
              step.points, step.cost)
         )  # fmt: skip
+    bulk.errors = [
+        (job_id, step_id, customer_id, configuration.id, count, first, last)
+        for step_id, (count, first, last) in step_errors.items()
+    ]
     steps_completed = len(completed)
     status = event_service.job_status(
         cancelled=outcome == JobStatus.CANCELLED,
@@ -448,6 +456,10 @@ COMPLETION_COLUMNS = [
     "job_id", "step_id", "customer_id", "configuration_id", "event_id", "completed_at", "points",
     "cost",
 ]  # fmt: skip
+STEP_ERROR_COLUMNS = [
+    "job_id", "step_id", "customer_id", "configuration_id", "error_count", "first_error_at",
+    "last_error_at",
+]  # fmt: skip
 
 
 def seed_bulk(
@@ -506,12 +518,14 @@ def seed_bulk(
                 _copy(session, "events", EVENT_COLUMNS, events)
                 completions = (row for job in generated for row in job.completions)
                 _copy(session, "job_step_completions", COMPLETION_COLUMNS, completions)
+                step_errors = (row for job in generated for row in job.errors)
+                _copy(session, "job_step_errors", STEP_ERROR_COLUMNS, step_errors)
                 session.commit()
                 totals["jobs"] += count
                 totals["events"] += sum(len(job.events) for job in generated)
                 progress.update(count)
         elapsed = time.perf_counter() - started
-        session.execute(text("ANALYZE jobs, events, job_step_completions"))
+        session.execute(text("ANALYZE jobs, events, job_step_completions, job_step_errors"))
         session.commit()
     print(
         f"Bulk seeded {totals['jobs']} jobs and {totals['events']} events in {elapsed:.1f} s "

@@ -24,8 +24,10 @@ from app.internal.errors import (
 )
 from app.middleware import RequestContextMiddleware
 from app.routers import (
+    analytics,
     api_keys,
     auth,
+    billing,
     customers,
     events,
     health,
@@ -80,6 +82,8 @@ for router in (
     job_configurations.router,
     jobs.router,
     events.router,
+    billing.router,
+    analytics.router,
 ):
     app.include_router(router)
 

@@ -7,7 +7,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import seed
-from app.models import Event, EventKind, Job, JobConfiguration, JobStatus, JobStepCompletion
+from app.models import (
+    Event,
+    EventKind,
+    Job,
+    JobConfiguration,
+    JobStatus,
+    JobStepCompletion,
+    JobStepError,
+)
 from app.schemas.job import EventCreate, JobCreate
 from app.services import events as event_service
 from app.services import jobs as job_service
@@ -44,6 +52,11 @@ def test_bulk_jobs_match_what_the_services_make_of_the_same_events(db: Session) 
     completions = {
         (row.job_id, row.step_id): row.completed_at for row in db.scalars(select(JobStepCompletion))
     }
+    step_errors = {
+        (row.job_id, row.step_id): (row.error_count, row.first_error_at, row.last_error_at)
+        for row in db.scalars(select(JobStepError))
+    }
+    assert step_errors  # the seed's jobs do fail and retry
 
     admin = Caller(user=create_admin(db))
     for bulk in bulk_jobs:
@@ -78,4 +91,13 @@ def test_bulk_jobs_match_what_the_services_make_of_the_same_events(db: Session) 
         }
         assert replayed == {
             step_id: at for (job_id, step_id), at in completions.items() if job_id == bulk.id
+        }
+        replayed_errors = {
+            row.step_id: (row.error_count, row.first_error_at, row.last_error_at)
+            for row in db.scalars(select(JobStepError).where(JobStepError.job_id == replay.id))
+        }
+        assert replayed_errors == {
+            step_id: counted
+            for (job_id, step_id), counted in step_errors.items()
+            if job_id == bulk.id
         }

@@ -4,7 +4,7 @@ from app.models.api_key import ApiKey, Scope
 from app.models.base import Base
 from app.models.customer import Customer
 from app.models.event import Event, EventKind
-from app.models.job import Job, JobStatus, JobStepCompletion
+from app.models.job import Job, JobStatus, JobStepCompletion, JobStepError
 from app.models.job_configuration import JobConfiguration, JobConfigurationStep
 from app.models.user import Role, User
 from app.models.user_session import UserSession
@@ -20,6 +20,7 @@ __all__ = [
     "JobConfigurationStep",
     "JobStatus",
     "JobStepCompletion",
+    "JobStepError",
     "Role",
     "Scope",
     "User",

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     Numeric,
     String,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -48,7 +49,28 @@ class Job(IdMixin, TimestampMixin, Base):
         Index("ix_jobs_created_at", "created_at", "id"),
         Index("ix_jobs_updated_at", "updated_at", "id"),
         Index("ix_jobs_progress", "progress", "id"),
-        Index("ix_jobs_configuration_id", "configuration_id"),
+        # Analytics of one configuration version over a creation range.
+        Index("ix_jobs_configuration_id_created_at", "configuration_id", "created_at"),
+        # Billing: jobs completed, and jobs failed, in a period, of one customer or of all. Partial,
+        # so updates of running jobs (most updates) never touch them.
+        Index(
+            "ix_jobs_customer_id_completed_at",
+            "customer_id",
+            "completed_at",
+            postgresql_where=text("completed_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_jobs_completed_at_customer_id",
+            "completed_at",
+            "customer_id",
+            postgresql_where=text("completed_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_jobs_last_event_at_customer_id_failed",
+            "last_event_at",
+            "customer_id",
+            postgresql_where=text("status = 'failed'"),
+        ),
         # provider_job_id prefix search (q=...) whatever the database's collation.
         Index(
             "ix_jobs_provider_job_id_pattern",
@@ -127,3 +149,30 @@ class JobStepCompletion(Base):
     completed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     points: Mapped[int] = mapped_column(Integer)
     cost: Mapped[Decimal] = mapped_column(Money)
+
+
+class JobStepError(Base):
+    """The error events that named one step of one job, counted: what analytics read instead of
+    the events."""
+
+    __tablename__ = "job_step_errors"
+    __table_args__ = (
+        # The errors of one configuration version, of every customer or one.
+        Index("ix_job_step_errors_configuration_id_customer_id", "configuration_id", "customer_id"),
+    )
+
+    job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    step_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("job_configuration_steps.id", ondelete="RESTRICT"), primary_key=True
+    )
+    customer_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("customers.id", ondelete="RESTRICT")
+    )
+    configuration_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("job_configurations.id", ondelete="RESTRICT")
+    )
+    error_count: Mapped[int] = mapped_column(Integer)
+    first_error_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -3,8 +3,8 @@ with each job's row locked, so concurrent events come out as if they had arrived
 
 One mechanism serves a single event and a batch of a thousand: `apply_events` checks every event
 before it writes anything, stores the accepted ones in one INSERT, records step completions in one
-upsert, works out in memory which errors the new events resolve (in arrival order), and writes each
-job's row once.
+upsert and the errors of each step in another, works out in memory which errors the new events
+resolve (in arrival order), and writes each job's row once.
 """
 
 from collections import defaultdict
@@ -29,6 +29,7 @@ from app.models import (
     JobConfigurationStep,
     JobStatus,
     JobStepCompletion,
+    JobStepError,
 )
 from app.schemas.job import EventCreate
 from app.services.access import Caller
@@ -206,6 +207,7 @@ def _store(session: Session, accepted: Sequence[_Accepted]) -> None:
     session.flush()  # one INSERT for all of them
 
     completions = _record_completions(session, accepted, now)
+    _record_errors(session, accepted, now)
     by_job: dict[int, list[_Accepted]] = defaultdict(list)
     for item in accepted:
         by_job[item.job.id].append(item)
@@ -245,7 +247,7 @@ def _record_completions(
             continue
         key = (item.job.id, item.step.id)
         current = earliest.get(key)
-        if current is None or _completed_at(item, now) < _completed_at(current, now):
+        if current is None or _occurred_at(item, now) < _occurred_at(current, now):
             earliest[key] = item
     if not earliest:
         return _Completions(set(), set())
@@ -258,7 +260,7 @@ def _record_completions(
                 "customer_id": item.job.customer_id,
                 "configuration_id": item.job.configuration_id,
                 "event_id": item.event.id,
-                "completed_at": _completed_at(item, now),
+                "completed_at": _occurred_at(item, now),
                 "points": item.step.points,
                 "cost": item.step.cost,
             }
@@ -274,8 +276,51 @@ def _record_completions(
     )
 
 
-def _completed_at(item: _Accepted, now: datetime) -> datetime:
+def _occurred_at(item: _Accepted, now: datetime) -> datetime:
     return item.event_in.occurred_at or now
+
+
+_insert_error = insert(JobStepError)
+# Built once, like _UPSERT_COMPLETION: one row of parameters per (job, step) of the batch.
+_UPSERT_ERRORS = _insert_error.on_conflict_do_update(
+    index_elements=[JobStepError.job_id, JobStepError.step_id],
+    set_={
+        "error_count": JobStepError.error_count + _insert_error.excluded.error_count,
+        "first_error_at": func.least(
+            JobStepError.first_error_at, _insert_error.excluded.first_error_at
+        ),
+        "last_error_at": func.greatest(
+            JobStepError.last_error_at, _insert_error.excluded.last_error_at
+        ),
+    },
+)
+
+
+def _record_errors(session: Session, accepted: Sequence[_Accepted], now: datetime) -> None:
+    """Count the new errors that name a step, per job and step, so that analytics never count
+    events."""
+    counted: dict[tuple[int, int], dict[str, Any]] = {}
+    for item in accepted:
+        if item.event_in.kind != EventKind.ERROR or item.step is None:
+            continue
+        at = _occurred_at(item, now)
+        row = counted.setdefault(
+            (item.job.id, item.step.id),
+            {
+                "job_id": item.job.id,
+                "step_id": item.step.id,
+                "customer_id": item.job.customer_id,
+                "configuration_id": item.job.configuration_id,
+                "error_count": 0,
+                "first_error_at": at,
+                "last_error_at": at,
+            },
+        )
+        row["error_count"] += 1
+        row["first_error_at"] = min(row["first_error_at"], at)
+        row["last_error_at"] = max(row["last_error_at"], at)
+    if counted:
+        session.execute(_UPSERT_ERRORS, [counted[key] for key in sorted(counted)])
 
 
 def _update_job(

@@ -1,0 +1,271 @@
+"""Billing and analytics at scale: the read endpoints over a year of bulk data.
+
+    .venv/bin/python -m benchmarks.analytics [--scale 1.0] [--repeat 20]
+        [--database-url postgresql://postgres@127.0.0.1:5432/postgres] [--keep NAME]
+
+It creates a scratch database (or reuses the one named by --keep, seeding it only when empty),
+bulk-seeds it with `python tasks.py db:dev:seed --jobs 100000 --events-per-job 20` times --scale
+(2,000,000 events over 12 months and 20 customers at scale 1), then times each request through the
+API (the real app, in this process) --repeat times and prints the median and 95th percentile,
+with the EXPLAIN ANALYZE of every SQL statement the request sent and whether any of them read the
+raw `events` table. Target on a 2-core machine: each at most 250 ms at p95, none reading events.
+Figures are printed, never asserted.
+"""
+
+import argparse
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL
+
+from benchmarks.support import (
+    DEFAULT_MAINTENANCE_URL,
+    app_env,
+    connection,
+    describe_server,
+    is_local,
+    maintenance_url,
+    migrate,
+    scratch_database,
+)
+from root import ROOT_DIR
+
+BASE_JOBS = 100_000
+EVENTS_PER_JOB = 20
+TARGET_P95_MS = 250.0
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    path: str
+    params: dict[str, Any]
+
+
+def seed(url: URL, scale: float) -> None:
+    jobs = max(int(BASE_JOBS * scale), 1)
+    print(f"bulk seeding {jobs:,} jobs x ~{EVENTS_PER_JOB} events (this takes a while)...")
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "tasks.py", "db:dev:seed", "--jobs", str(jobs),
+         "--events-per-job", str(EVENTS_PER_JOB), "--customers", "20", "--months", "12"],
+        cwd=ROOT_DIR,
+        env=app_env(url),
+        check=True,
+    )  # fmt: skip
+    print(f"seeded in {time.perf_counter() - started:.0f} s")
+
+
+def is_empty(url: URL) -> bool:
+    with connection(url, autocommit=True) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('jobs') IS NULL OR NOT EXISTS (SELECT 1 FROM jobs)")
+        return bool(cursor.fetchone()[0])
+
+
+def table_sizes(url: URL) -> str:
+    with connection(url, autocommit=True) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM events), "
+            "(SELECT count(*) FROM job_step_completions), (SELECT count(*) FROM customers)"
+        )
+        jobs, events, completions, customers = cursor.fetchone()
+    return (
+        f"{jobs:,} jobs, {events:,} events, {completions:,} step completions, "
+        f"{customers:,} customers"
+    )
+
+
+@contextlib.contextmanager
+def recorded_statements(engine: Any) -> Iterator[list[tuple[str, Any]]]:
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def explain(engine: Any, statements: list[tuple[str, Any]]) -> tuple[list[str], bool]:
+    """EXPLAIN ANALYZE of each SELECT, and whether any plan touches the events table."""
+    plans, reads_events = [], False
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for statement, parameters in statements:
+            if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                continue
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            reads_events = reads_events or " on events" in plan
+            plans.append(plan)
+        raw.rollback()
+    finally:
+        raw.close()
+    return plans, reads_events
+
+
+def admin_api_key() -> str:
+    """A read key for the seeded admin, made with the app's own code."""
+    from app.models import Scope
+    from app.schemas.api_key import ApiKeyCreate
+    from app.services import api_keys, users
+    from app.services.access import Caller
+    from config import config
+
+    with config.database.SessionLocal() as session:
+        admin = users.get_user_by_email(session, "admin@tracker.example")
+        assert admin is not None, "the demo seed makes this admin"
+        _, key = api_keys.create_api_key(
+            session,
+            caller=Caller(user=admin),
+            key_in=ApiKeyCreate(name="analytics benchmark", scopes=[Scope.READ]),
+        )
+        session.commit()
+    return key
+
+
+def cases(customer_id: int, now: datetime) -> list[Case]:
+    month_start = (now.replace(day=1) - timedelta(days=1)).replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0
+    )
+    month_end = (month_start + timedelta(days=32)).replace(day=1)
+    year_ago = (now - timedelta(days=365)).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return [
+        Case(
+            "usage, one month, all customers",
+            "/billing/usage",
+            {"from": month_start.isoformat(), "to": month_end.isoformat(), "interval": "month"},
+        ),
+        Case(
+            "usage by day, one customer, a year",
+            "/billing/usage",
+            {
+                "from": year_ago.isoformat(),
+                "to": today.isoformat(),
+                "interval": "day",
+                "customer_id": customer_id,
+            },
+        ),
+        Case(
+            "invoice, one customer, one month",
+            "/billing/invoice",
+            {"customer_id": customer_id, "period": month_start.strftime("%Y-%m")},
+        ),
+        Case(
+            "analytics/steps, 20-step pipeline, a year",
+            "/analytics/steps",
+            {"tag": "image-analysis", "from": year_ago.isoformat(), "to": today.isoformat()},
+        ),
+        Case(
+            "jobs list, one customer and status",
+            "/jobs",
+            {"customer_id": customer_id, "status": "completed", "limit": 50},
+        ),
+    ]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[round(fraction * (len(ordered) - 1))]
+
+
+def measure(url: URL, repeat: int) -> None:
+    # The app reads its settings at import: point it at the benchmark database first.
+    os.environ.update(app_env(url))
+    os.environ["LOG_LEVEL"] = "WARNING"
+    from fastapi.testclient import TestClient
+
+    from app.main import app
+    from config import config
+
+    engine = config.database.engine
+    with engine.connect() as conn:
+        customer_id = conn.execute(
+            text("SELECT customer_id FROM jobs GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
+        ).scalar_one()
+    headers = {"X-API-Key": admin_api_key()}
+    summary = []
+    with TestClient(app, base_url="https://bench", headers=headers) as client:
+        for case in cases(customer_id, datetime.now(UTC)):
+            first = client.get(case.path, params=case.params)
+            if first.status_code != 200:
+                print(f"\n## {case.name}: HTTP {first.status_code}: {first.text[:300]}")
+                summary.append((case.name, float("nan"), float("nan"), "error"))
+                continue
+            timings = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                response = client.get(case.path, params=case.params)
+                timings.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200
+            with recorded_statements(engine) as statements:
+                client.get(case.path, params=case.params)
+            plans, reads_events = explain(engine, statements)
+            median, p95 = statistics.median(timings), percentile(timings, 0.95)
+            summary.append((case.name, median, p95, "YES" if reads_events else "no"))
+            print(f"\n## {case.name}: GET {case.path} {case.params}")
+            print(f"median {median:.1f} ms, p95 {p95:.1f} ms over {repeat} requests")
+            for plan in plans:
+                print(plan)
+                print()
+    print("\nsummary (target: p95 <= 250 ms, no reads of the events table)")
+    print(f"{'request':45} {'median ms':>10} {'p95 ms':>10} {'reads events':>13}")
+    for name, median, p95, reads in summary:
+        verdict = "ok" if p95 <= TARGET_P95_MS and reads == "no" else "MISSED"
+        print(f"{name:45} {median:10.1f} {p95:10.1f} {reads:>13}  {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--scale", type=float, default=1.0, help="x 100,000 jobs (default 1)")
+    parser.add_argument("--repeat", type=int, default=20, help="requests per case (default 20)")
+    parser.add_argument(
+        "--database-url",
+        help=f"maintenance connection (default: {DEFAULT_MAINTENANCE_URL}, else the embedded one)",
+    )
+    parser.add_argument(
+        "--keep", metavar="NAME", help="use (and keep) this database, seeding it only when empty"
+    )
+    args = parser.parse_args()
+
+    maintenance = maintenance_url(args.database_url).set(drivername="postgresql+psycopg2")
+    if not is_local(maintenance):
+        parser.error("the database must be at 127.0.0.1 or behind a Unix socket (?host=/dir)")
+    print(describe_server(maintenance))
+    started = time.perf_counter()
+    if args.keep:
+        with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (args.keep,))
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{args.keep}"')
+        url = maintenance.set(database=args.keep)
+        migrate(url)
+        if is_empty(url):
+            seed(url, args.scale)
+        print(table_sizes(url))
+        measure(url, args.repeat)
+    else:
+        with scratch_database(maintenance) as url:
+            migrate(url)
+            seed(url, args.scale)
+            print(table_sizes(url))
+            measure(url, args.repeat)
+    print(f"total time: {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
