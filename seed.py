@@ -22,6 +22,7 @@ from app.models import (
     ApiKey,
     Customer,
     EventKind,
+    Job,
     JobConfiguration,
     JobConfigurationStep,
     JobStatus,
@@ -162,6 +163,11 @@ def seed_configurations(session: Session) -> int:
     return added
 
 
+# A few months of jobs for the demo customers, so billing and analytics have content.
+HISTORY_JOBS = 240
+HISTORY_MONTHS = 4
+HISTORY_PREFIX = "history"
+
 # How far each demo job gets: (status wanted, how many steps it completes).
 DEMO_JOB_PLAN: list[tuple[JobStatus, int]] = [
     (JobStatus.PENDING, 0),
@@ -250,6 +256,19 @@ def seed_db(*, if_empty: bool = False) -> dict[str, int]:
         new_keys = seed_api_keys(session)
         added["api keys"] = len(new_keys)
         session.commit()
+        has_history = session.scalar(
+            select(Job.id).where(Job.provider_job_id.startswith(f"{HISTORY_PREFIX}-")).limit(1)
+        )
+    added["history jobs"] = 0
+    if has_history is None:
+        added["history jobs"] = seed_bulk(
+            jobs=HISTORY_JOBS,
+            events_per_job=20,
+            months=HISTORY_MONTHS,
+            customer_ids=[customer.id for customer in customers.values()],
+            prefix=HISTORY_PREFIX,
+            progress_bar=False,
+        )["jobs"]
     print("Seeded: " + ", ".join(f"{count} {name}" for name, count in added.items()))
     if any(count for count in added.values()):
         print(f"Seeded users log in with the password {SEED_PASSWORD!r}")
@@ -291,6 +310,7 @@ def _bulk_job(
     configuration: JobConfiguration,
     created_at: datetime,
     events_per_job: int,
+    prefix: str,
 ) -> BulkJob:
     steps = list(configuration.steps)
     outcome = rng.choices(
@@ -381,7 +401,7 @@ def _bulk_job(
     )
     bulk.row = {
         "id": job_id,
-        "provider_job_id": f"bulk-{job_id}",
+        "provider_job_id": f"{prefix}-{job_id}",
         "customer_id": customer_id,
         "configuration_id": configuration.id,
         "status": status.value,
@@ -463,17 +483,26 @@ STEP_ERROR_COLUMNS = [
 
 
 def seed_bulk(
-    *, jobs: int, events_per_job: int, customer_count: int = 20, months: int = 12, seed: int = 1
+    *,
+    jobs: int,
+    events_per_job: int,
+    customer_count: int = 20,
+    months: int = 12,
+    seed: int = 1,
+    customer_ids: Sequence[int] = (),
+    prefix: str = "bulk",
+    progress_bar: bool = True,
 ) -> dict[str, int]:
     """Add `jobs` jobs with about `events_per_job` events each, spread over the last `months`
-    months and `customer_count` customers, with COPY. Each run adds more (it is not idempotent)."""
+    months and `customer_count` customers named "Bulk customer NN" (or over `customer_ids`),
+    with COPY. Each run adds more (it is not idempotent)."""
     from tqdm import tqdm
 
     rng = random.Random(seed)
     with config.database.SessionLocal() as session:
         seed_configurations(session)
-        bulk_customers = []
-        for number in range(1, customer_count + 1):
+        bulk_customers = list(customer_ids)
+        for number in range(1, 0 if customer_ids else customer_count + 1):
             name = f"Bulk customer {number:02d}"
             customer = session.scalar(select(Customer).where(Customer.name == name))
             if customer is None:
@@ -493,7 +522,9 @@ def seed_bulk(
         totals = {"jobs": 0, "events": 0}
         checks_skipped = False
         started = time.perf_counter()
-        with tqdm(total=jobs, unit="job", desc="bulk seed") as progress:
+        with tqdm(
+            total=jobs, unit="job", desc=f"{prefix} seed", disable=not progress_bar
+        ) as progress:
             for chunk_start in range(0, jobs, BULK_CHUNK_JOBS):
                 count = min(BULK_CHUNK_JOBS, jobs - chunk_start)
                 checks_skipped = _skip_foreign_key_checks(session)
@@ -510,6 +541,7 @@ def seed_bulk(
                             configuration=pipelines[0] if rng.random() < 0.8 else pipelines[1],
                             created_at=start + timedelta(seconds=rng.random() * span),
                             events_per_job=events_per_job,
+                            prefix=prefix,
                         )
                     )
                 rows = ([job.row[column] for column in JOB_COLUMNS] for job in generated)

@@ -101,7 +101,10 @@ def test_database_lifecycle_on_a_scratch_database() -> None:
         seeded = count_customers(env["DATABASE_URL"])
         assert seeded == len(seed.CUSTOMER_DATA)
         second = run("db:test:seed")
-        assert "Seeded: 0 customers, 0 users, 0 configurations, 0 jobs, 0 api keys" in second
+        assert (
+            "Seeded: 0 customers, 0 users, 0 configurations, 0 jobs, 0 api keys, 0 history jobs"
+            in second
+        )
         assert "trk_" not in second
         assert count_customers(env["DATABASE_URL"]) == seeded
         assert "skipped" in run("db:test:seed", "--if-empty")
@@ -110,9 +113,8 @@ def test_database_lifecycle_on_a_scratch_database() -> None:
 
         bulk = run("db:test:seed", "--jobs", "30", "--events-per-job", "6", "--customers", "2")
         assert "Bulk seeded 30 jobs" in bulk
-        assert len(scalar_rows(env["DATABASE_URL"], select(Job.id))) == 30 + len(
-            seed.CUSTOMER_DATA
-        ) * len(seed.DEMO_JOB_PLAN)
+        demo_jobs = len(seed.CUSTOMER_DATA) * len(seed.DEMO_JOB_PLAN) + seed.HISTORY_JOBS
+        assert len(scalar_rows(env["DATABASE_URL"], select(Job.id))) == 30 + demo_jobs
 
         run("db:test:downgrade", "base")
         assert "(head)" not in run("db:test:current")
