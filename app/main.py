@@ -71,7 +71,7 @@ if settings.cors_origins:
         allow_methods=["*"],
         allow_headers=["*"],
     )
-app.add_middleware(RequestContextMiddleware)
+app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
 
 for router in (
     health.router,

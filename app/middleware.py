@@ -1,4 +1,5 @@
-"""Request context: the request id, one access-log line per request, and the last-resort 500."""
+"""Request context: the request id, a bounded body, safe response headers, one access-log line per
+request, and the last-resort 500."""
 
 import logging
 import re
@@ -6,6 +7,7 @@ import time
 import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,9 +33,17 @@ def request_id_for(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def _too_large(limit: int) -> str:
+    return (
+        f"The request body is larger than {limit} bytes: send less at once "
+        "(split a batch of events, or trim their metadata)"
+    )
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,17 +55,39 @@ class RequestContextMiddleware:
         started_at = time.perf_counter()
         status = 500
         response_started = False
+        received = 0
 
-        async def send_with_request_id(message: Message) -> None:
+        async def bounded_receive() -> Message:
+            # Chunked bodies have no Content-Length: count what arrives and stop at the limit.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise HTTPException(413, _too_large(self.max_body_bytes))
+            return message
+
+        async def send_with_headers(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                headers["X-Content-Type-Options"] = "nosniff"
+                # Answers carry one caller's data: no shared cache may keep them.
+                headers.setdefault("Cache-Control", "no-store")
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_request_id)
+            declared = Headers(scope=scope).get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                response = JSONResponse(
+                    {"detail": _too_large(self.max_body_bytes)}, status_code=413
+                )
+                await response(scope, receive, send_with_headers)
+            else:
+                await self.app(scope, bounded_receive, send_with_headers)
         except Exception:
             status = 500
             error_logger.exception(

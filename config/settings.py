@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
 
     docs_enabled: bool = True
+    # Bodies above this answer 413 before they are read whole (a full batch of 1,000 plain events
+    # is about 150 KB).
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     cors_origins: Annotated[list[str], NoDecode] = []
 
     # Accounts and sessions.

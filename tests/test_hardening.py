@@ -1,0 +1,95 @@
+"""Bounded requests, safe headers, CORS, docs switch and dependency hygiene."""
+
+import importlib.metadata
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from config import config
+from root import root_path
+from tests.factories import create_user, log_in
+from tests.support import run_python
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(client: TestClient) -> None:
+    limit = config.settings.max_request_bytes
+    response = client.post(
+        "/events/batch",
+        content=b"x" * (limit + 1),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert "larger than" in response.json()["detail"]
+
+
+def test_a_chunked_body_over_the_limit_is_413(client: TestClient) -> None:
+    limit = config.settings.max_request_bytes
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(limit // 65536 + 2):
+            yield b" " * 65536
+
+    response = client.post(
+        "/auth/login", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.headers["x-request-id"]
+
+
+def test_a_body_under_the_limit_is_read(client: TestClient) -> None:
+    response = client.post("/auth/login", content=json.dumps({"email": "a@b.example"}))
+    assert response.status_code == 422
+
+
+def test_responses_are_not_sniffed_or_cached(db: Session, client: TestClient) -> None:
+    log_in(client, create_user(db))
+    for response in (client.get("/health"), client.get("/users/me"), client.get("/nowhere")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cache-control"] == "no-store"
+
+
+def test_cors_answers_only_configured_origins() -> None:
+    snippet = (
+        "from fastapi.testclient import TestClient\n"
+        "from app.main import app\n"
+        "client = TestClient(app)\n"
+        "for origin in ('https://app.example', 'https://evil.example'):\n"
+        "    response = client.options('/users/me', headers={'Origin': origin,"
+        " 'Access-Control-Request-Method': 'GET'})\n"
+        "    print(origin, response.status_code,"
+        " response.headers.get('access-control-allow-origin'),"
+        " response.headers.get('access-control-allow-credentials'))\n"
+    )
+    result = run_python("-c", snippet, env={"CORS_ORIGINS": "https://app.example"})
+    assert result.returncode == 0, result.stderr
+    assert "https://app.example 200 https://app.example true" in result.stdout
+    # A foreign origin gets no Access-Control-Allow-Origin: the browser refuses the answer.
+    assert "https://evil.example 400 None" in result.stdout
+
+
+def test_the_docs_can_be_turned_off() -> None:
+    snippet = "from app.main import app\nprint(app.docs_url, app.redoc_url, app.openapi_url)\n"
+    result = run_python("-c", snippet, env={"DOCS_ENABLED": "false"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "None", "None"]
+
+
+@pytest.mark.parametrize("package", ["python-jose", "passlib", "ecdsa"])
+def test_ruled_out_packages_are_not_installed(package: str) -> None:
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.distribution(package)
+
+
+@pytest.mark.parametrize("name", ["requirements.txt", "requirements-dev.txt"])
+def test_every_requirement_is_pinned(name: str) -> None:
+    lines = [
+        line.split("#")[0].strip()
+        for line in root_path(name).read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", "-r "))
+    ]
+    assert lines
+    unpinned = [line for line in lines if "==" not in line]
+    assert unpinned == []
