@@ -82,3 +82,12 @@ def committed() -> Iterator[None]:
     tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
     with config.database.engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fuzz-examples",
+        type=int,
+        default=25,
+        help="examples schemathesis generates per operation in tests/test_fuzz.py (default 25)",
+    )

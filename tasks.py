@@ -195,6 +195,26 @@ def lint(args: argparse.Namespace) -> None:
             raise TaskError(" ".join(tool[2:]) + " failed")
 
 
+def add_fuzz_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-examples",
+        type=int,
+        help="examples per operation, and stateful scenarios (default: the suite's, 25)",
+    )
+
+
+@task("fuzz", "schemathesis over the whole API against the test database", add_fuzz_options)
+def fuzz(args: argparse.Namespace) -> None:
+    command = [sys.executable, "-m", "pytest", "tests/test_fuzz.py"]
+    if args.max_examples is not None:
+        if args.max_examples < 1:
+            raise TaskError("--max-examples must be at least 1", 2)
+        command.append(f"--fuzz-examples={args.max_examples}")
+    print("$", " ".join(command[2:]), flush=True)
+    if subprocess.run(command).returncode != 0:
+        raise TaskError("fuzzing found failures (see above)")
+
+
 PASSWORD_ENV = "TRACKER_PASSWORD"  # noqa: S105 (the variable's name)
 
 

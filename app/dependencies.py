@@ -56,7 +56,18 @@ bearer_scheme = OAuth2PasswordBearer(
     scheme_name="Bearer",
     description="An access token from POST /auth/token (or the session cookie from /auth/login).",
 )
-api_key_scheme = APIKeyHeader(
+
+
+class SentApiKeyHeader(APIKeyHeader):
+    """The X-API-Key as sent. FastAPI reads an empty header as no header, and the request would
+    then fall back to the session or bearer token; a key that is sent must be valid, even "".
+    """
+
+    def check_api_key(self, api_key: str | None) -> str | None:
+        return api_key
+
+
+api_key_scheme = SentApiKeyHeader(
     name="X-API-Key",
     auto_error=False,
     scheme_name="ApiKey",
@@ -118,7 +129,7 @@ def get_optional_user_from_token(
 
 def get_user_from_api_key(session: SessionDep, key: ApiKeyHeader) -> Caller:
     """The owner of the X-API-Key, narrowed by its scopes."""
-    if not key:
+    if key is None:
         raise Unauthorized("Missing X-API-Key header")
     user, api_key = api_keys.authenticate_api_key(session, key=key)
     return Caller(user=user, api_key=api_key)
@@ -132,7 +143,7 @@ def get_caller(
     key: ApiKeyHeader,
 ) -> Caller:
     """Either way in: an X-API-Key when one is sent, else the session cookie or bearer token."""
-    if key:
+    if key is not None:
         return get_user_from_api_key(session, key)
     caller = _caller_from_token(request, response, session, bearer)
     if caller is None:

@@ -115,7 +115,9 @@ def handle_domain_error(request: Request, error: DomainError) -> JSONResponse:
 @app.exception_handler(OperationalError)
 @app.exception_handler(InterfaceError)
 def handle_database_unavailable(request: Request, error: Exception) -> JSONResponse:
-    logger.warning("Database unavailable: %s", error, exc_info=True)
+    # The error itself, not exc_info=True: a sync handler runs in a worker thread, where no
+    # exception is being handled.
+    logger.warning("Database unavailable: %s", error, exc_info=error)
     cause = getattr(error, "orig", None)
     if isinstance(cause, pg_errors.QueryCanceled):
         detail = "The request took too long and was cancelled; retry it, or ask for less"

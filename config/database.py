@@ -45,7 +45,10 @@ class Database:
                 "pool_pre_ping": True,
             }
 
-        self.engine: Engine = create_engine(database_url, connect_args=connect_args, **pool_args)
+        # hide_parameters: errors and logs never carry the values (emails, key digests, ...).
+        self.engine: Engine = create_engine(
+            database_url, connect_args=connect_args, hide_parameters=True, **pool_args
+        )
         self.url = self.engine.url
         self.SessionLocal: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
 

@@ -5,7 +5,7 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -18,6 +18,9 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
 RowT = TypeVar("RowT")
+
+# The magnitudes PostgreSQL's numeric holds: from 10**131071 down to 10**-16383.
+NUMERIC_EXPONENTS = range(-16383, 131072)
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
@@ -34,21 +37,26 @@ def decode_cursor(cursor: str, columns: Sequence[InstrumentedAttribute[Any]]) ->
         if not isinstance(raw, list) or len(raw) != len(columns):
             raise ValueError("wrong shape")
         return [_parse(value, column) for value, column in zip(raw, columns, strict=True)]
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as error:
+    # ArithmeticError: a time out of range in UTC, a number Decimal cannot read.
+    except (ValueError, TypeError, ArithmeticError, binascii.Error, UnicodeDecodeError) as error:
         raise InvalidInput("Invalid cursor: pass the next_cursor of a previous page") from error
 
 
 def _parse(value: Any, column: InstrumentedAttribute[Any]) -> Any:
+    """The cursor's value for `column`, if the column could hold it: a crafted cursor must not
+    reach PostgreSQL with what it refuses (NUL, offsets past 15:59, numbers past its range)."""
     python_type = column.type.python_type
     if value is None:
         return None
     if python_type is datetime:
-        return datetime.fromisoformat(value)
+        return datetime.fromisoformat(value).astimezone(UTC)
     if python_type is Decimal:
-        return Decimal(value)
+        number = Decimal(value)
+        if number.is_finite() and number.adjusted() in NUMERIC_EXPONENTS:
+            return number
     if python_type is int and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if python_type is str and isinstance(value, str):
+    if python_type is str and isinstance(value, str) and "\x00" not in value:
         return value
     raise ValueError(f"unexpected cursor value {value!r}")
 

@@ -3,11 +3,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.dependencies import Reader, SessionDep
-from app.schemas.analytics import CustomersAnalytics, JobAnalytics, StepFunnel, UtcDatetime
+from app.schemas.analytics import CustomersAnalytics, JobAnalytics, StepFunnel
+from app.schemas.error import error_responses
+from app.schemas.fields import NO_NUL, UtcDatetime
 from app.services import analytics
 from app.services.analytics import Interval
 
-router = APIRouter(prefix="/analytics", tags=["analytics"])
+router = APIRouter(
+    prefix="/analytics", tags=["analytics"], responses=error_responses(401, 403, 422)
+)
 
 From = Annotated[
     UtcDatetime,
@@ -16,7 +20,7 @@ From = Annotated[
 To = Annotated[UtcDatetime, Query(description="End of the range, exclusive (naive times are UTC).")]
 
 
-@router.get("/jobs", response_model=JobAnalytics)
+@router.get("/jobs", response_model=JobAnalytics, responses=error_responses(404))
 def read_job_analytics(
     session: SessionDep,
     caller: Reader,
@@ -24,7 +28,7 @@ def read_job_analytics(
     to: To,
     interval: Interval = Interval.DAY,
     customer_id: int | None = None,
-    tag: Annotated[str | None, Query(max_length=64)] = None,
+    tag: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> JobAnalytics:
     """Jobs created in [from, to) by status, by configuration version and by period."""
     return analytics.job_analytics(
@@ -38,11 +42,11 @@ def read_job_analytics(
     )
 
 
-@router.get("/steps", response_model=StepFunnel)
+@router.get("/steps", response_model=StepFunnel, responses=error_responses(404))
 def read_step_analytics(
     session: SessionDep,
     caller: Reader,
-    tag: Annotated[str, Query(max_length=64)],
+    tag: Annotated[str, Query(max_length=64, pattern=NO_NUL)],
     from_: From,
     to: To,
     version: Annotated[int | None, Query(ge=1, description="Default: the latest.")] = None,

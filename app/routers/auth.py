@@ -6,7 +6,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from app.cookies import clear_session_cookies, set_csrf_cookie, set_session_cookie
 from app.dependencies import CurrentUser, SessionDep
 from app.schemas.auth import LoginPublic, LoginRequest, TokenPublic
-from app.schemas.error import ErrorPublic
+from app.schemas.error import ErrorPublic, error_responses
 from app.schemas.user import UserPublic
 from app.services import sessions
 from config import config
@@ -14,6 +14,7 @@ from config import config
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 CREDENTIAL_ERRORS: dict[int | str, dict[str, object]] = {
+    **error_responses(400),
     status.HTTP_401_UNAUTHORIZED: {"model": ErrorPublic, "description": "Wrong credentials"},
     status.HTTP_429_TOO_MANY_REQUESTS: {
         "model": ErrorPublic,
@@ -67,7 +68,7 @@ def create_token(
     return TokenPublic(access_token=logged_in.access.token, expires_at=logged_in.access.expires_at)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401, 403))
 def logout(session: SessionDep, caller: CurrentUser, response: Response) -> None:
     """End this session and clear its cookies."""
     assert caller.session is not None
@@ -75,7 +76,9 @@ def logout(session: SessionDep, caller: CurrentUser, response: Response) -> None
     clear_session_cookies(response)
 
 
-@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401, 403)
+)
 def logout_all(session: SessionDep, caller: CurrentUser, response: Response) -> None:
     """End every session of yours, on every device."""
     sessions.revoke_all(session, user_id=caller.user.id)

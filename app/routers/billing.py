@@ -18,9 +18,13 @@ from app.schemas.billing import (
     UsageRow,
     YearMonth,
 )
+from app.schemas.error import error_responses
+from app.schemas.fields import NO_NUL
 from app.services import billing
 
-router = APIRouter(prefix="/billing", tags=["billing"])
+router = APIRouter(
+    prefix="/billing", tags=["billing"], responses=error_responses(401, 403, 404, 422)
+)
 
 CSV_MEDIA_TYPE = "text/csv"
 
@@ -93,7 +97,9 @@ def read_usage(
     to: Annotated[DateOrDatetime, Query(description="Excluded; a date is midnight in tz")],
     interval: Interval = Interval.MONTH,
     customer_id: int | None = None,
-    tag: Annotated[str | None, Query(max_length=64, description="Configuration tag")] = None,
+    tag: Annotated[
+        str | None, Query(max_length=64, pattern=NO_NUL, description="Configuration tag")
+    ] = None,
     tz: TimeZoneName = "UTC",
     format_: Format = None,
     accept: Accept = None,

@@ -3,13 +3,20 @@ from fastapi import APIRouter, Query, status
 from app.dependencies import AdminUser, Cursor, Limit, Reader, SessionDep
 from app.internal.pagination import DEFAULT_LIMIT
 from app.schemas.customer import CustomerCreate, CustomerPublic, CustomerUpdate
+from app.schemas.error import error_responses
+from app.schemas.fields import NO_NUL
 from app.schemas.page import Page
 from app.services import customers
 
-router = APIRouter(prefix="/customers", tags=["customers"])
+router = APIRouter(prefix="/customers", tags=["customers"], responses=error_responses(401, 403))
 
 
-@router.post("", response_model=CustomerPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=CustomerPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 409),
+)
 def create_customer(
     session: SessionDep, caller: AdminUser, customer_in: CustomerCreate
 ) -> CustomerPublic:
@@ -18,11 +25,13 @@ def create_customer(
     return CustomerPublic.model_validate(customer)
 
 
-@router.get("", response_model=Page[CustomerPublic])
+@router.get("", response_model=Page[CustomerPublic], responses=error_responses(422))
 def read_customers(
     session: SessionDep,
     caller: Reader,
-    q: str | None = Query(default=None, max_length=200, description="Part of the name"),
+    q: str | None = Query(
+        default=None, max_length=200, pattern=NO_NUL, description="Part of the name"
+    ),
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[CustomerPublic]:
@@ -35,14 +44,16 @@ def read_customers(
     )
 
 
-@router.get("/{customer_id}", response_model=CustomerPublic)
+@router.get("/{customer_id}", response_model=CustomerPublic, responses=error_responses(404))
 def read_customer(session: SessionDep, caller: Reader, customer_id: int) -> CustomerPublic:
     """One customer."""
     customer = customers.get_customer(session, caller=caller, customer_id=customer_id)
     return CustomerPublic.model_validate(customer)
 
 
-@router.patch("/{customer_id}", response_model=CustomerPublic)
+@router.patch(
+    "/{customer_id}", response_model=CustomerPublic, responses=error_responses(400, 404, 409)
+)
 def update_customer(
     session: SessionDep, caller: AdminUser, customer_id: int, customer_in: CustomerUpdate
 ) -> CustomerPublic:

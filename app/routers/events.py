@@ -2,12 +2,13 @@ from fastapi import APIRouter, Response, status
 
 from app.dependencies import Cursor, Ingester, Limit, Reader, SessionDep
 from app.internal.pagination import DEFAULT_LIMIT
+from app.schemas.error import error_responses
 from app.schemas.event import BatchItemResult, BatchRequest, BatchResult
 from app.schemas.job import EventCreate, EventPublic, EventResult, JobPublic
 from app.schemas.page import Page
 from app.services import events
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], responses=error_responses(401, 403))
 
 
 @router.post(
@@ -16,6 +17,7 @@ router = APIRouter(tags=["events"])
     status_code=status.HTTP_201_CREATED,
     responses={
         status.HTTP_200_OK: {"model": EventResult, "description": "A replayed event_id"},
+        **error_responses(400, 404, 409, 422),
     },
 )
 def create_event(
@@ -30,7 +32,9 @@ def create_event(
     return EventResult(event=EventPublic.model_validate(event), job=JobPublic.model_validate(job))
 
 
-@router.get("/jobs/{job_id}/events", response_model=Page[EventPublic])
+@router.get(
+    "/jobs/{job_id}/events", response_model=Page[EventPublic], responses=error_responses(404, 422)
+)
 def read_events(
     session: SessionDep,
     caller: Reader,
@@ -45,7 +49,7 @@ def read_events(
     return Page(items=[EventPublic.model_validate(item) for item in items], next_cursor=next_cursor)
 
 
-@router.post("/events/batch", response_model=BatchResult)
+@router.post("/events/batch", response_model=BatchResult, responses=error_responses(400))
 def create_events_batch(session: SessionDep, caller: Ingester, batch: BatchRequest) -> BatchResult:
     """Report up to 1,000 events for any jobs you may write; one result per item, in order."""
     outcomes = events.record_batch(session, caller=caller, items=batch.events)

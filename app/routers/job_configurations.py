@@ -1,10 +1,12 @@
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from app.dependencies import AdminUser, Cursor, Limit, Reader, SessionDep
 from app.internal.pagination import DEFAULT_LIMIT
 from app.models import JobConfiguration
+from app.schemas.error import error_responses
+from app.schemas.fields import NO_NUL
 from app.schemas.job_configuration import (
     JobConfigurationCreate,
     JobConfigurationFile,
@@ -15,7 +17,26 @@ from app.schemas.job_configuration import (
 from app.schemas.page import Page
 from app.services import job_configurations
 
-router = APIRouter(prefix="/job-configurations", tags=["job configurations"])
+# Any text but NUL (which PostgreSQL refuses): a tag no configuration has is not found.
+TagPath = Annotated[str, Path(pattern=NO_NUL)]
+
+router = APIRouter(
+    prefix="/job-configurations", tags=["job configurations"], responses=error_responses(401, 403)
+)
+
+# OpenAPI links: what a client can do next with the version it created (or found).
+CONFIGURATION_LINKS = {
+    "ReadJobConfiguration": {
+        "operationRef": "#/paths/~1job-configurations~1{tag}/get",
+        "parameters": {"tag": "$response.body#/tag", "version": "$response.body#/version"},
+        "description": "This version of the configuration",
+    },
+    "CreateJob": {
+        "operationRef": "#/paths/~1jobs/post",
+        "requestBody": {"tag": "$response.body#/tag", "version": "$response.body#/version"},
+        "description": "Create a job pinned to this version (the other fields are yours)",
+    },
+}
 
 
 def _page(items: list[JobConfiguration], next_cursor: str | None) -> Page[JobConfigurationPublic]:
@@ -30,10 +51,13 @@ def _page(items: list[JobConfiguration], next_cursor: str | None) -> Page[JobCon
     response_model=JobConfigurationPublic,
     status_code=status.HTTP_201_CREATED,
     responses={
+        status.HTTP_201_CREATED: {"links": CONFIGURATION_LINKS},
         status.HTTP_200_OK: {
             "model": JobConfigurationPublic,
             "description": "Unchanged: the current version",
-        }
+            "links": CONFIGURATION_LINKS,
+        },
+        **error_responses(400, 409),
     },
 )
 def create_job_configuration(
@@ -46,7 +70,7 @@ def create_job_configuration(
     return JobConfigurationPublic.model_validate(configuration)
 
 
-@router.put("", response_model=list[JobConfigurationUpserted])
+@router.put("", response_model=list[JobConfigurationUpserted], responses=error_responses(400, 409))
 def upsert_job_configurations(
     session: SessionDep, caller: AdminUser, file_in: JobConfigurationFile
 ) -> list[JobConfigurationUpserted]:
@@ -57,7 +81,7 @@ def upsert_job_configurations(
     return [JobConfigurationUpserted.model_validate(outcome) for outcome in outcomes]
 
 
-@router.get("", response_model=Page[JobConfigurationPublic])
+@router.get("", response_model=Page[JobConfigurationPublic], responses=error_responses(422))
 def read_job_configurations(
     session: SessionDep, caller: Reader, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[JobConfigurationPublic]:
@@ -71,11 +95,11 @@ def read_job_configuration_file_schema(caller: Reader) -> dict[str, Any]:
     return file_json_schema()
 
 
-@router.get("/{tag}", response_model=JobConfigurationPublic)
+@router.get("/{tag}", response_model=JobConfigurationPublic, responses=error_responses(404))
 def read_job_configuration(
     session: SessionDep,
     caller: Reader,
-    tag: str,
+    tag: TagPath,
     version: int | None = Query(default=None, ge=1, description="Default: the latest"),
 ) -> JobConfigurationPublic:
     """One version of a configuration, the latest by default."""
@@ -83,11 +107,15 @@ def read_job_configuration(
     return JobConfigurationPublic.model_validate(configuration)
 
 
-@router.get("/{tag}/versions", response_model=Page[JobConfigurationPublic])
+@router.get(
+    "/{tag}/versions",
+    response_model=Page[JobConfigurationPublic],
+    responses=error_responses(404, 422),
+)
 def read_job_configuration_versions(
     session: SessionDep,
     caller: Reader,
-    tag: str,
+    tag: TagPath,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[JobConfigurationPublic]:

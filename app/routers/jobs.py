@@ -1,17 +1,37 @@
-from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from app.dependencies import Cursor, Ingester, Limit, Reader, SessionDep
 from app.internal.pagination import DEFAULT_LIMIT
 from app.models import JobStatus
+from app.schemas.error import error_responses
+from app.schemas.fields import NO_NUL, UtcDatetime
 from app.schemas.job import EventPublic, JobCreate, JobDetail, JobPublic, JobStepState
 from app.schemas.page import Page
 from app.services import jobs
 from app.services.jobs import JobFilters, JobSort, JobState
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=error_responses(401, 403))
+
+# OpenAPI links: what a client can do next with the job it created (or found).
+JOB_LINKS = {
+    "ReadJob": {
+        "operationRef": "#/paths/~1jobs~1{job_id}/get",
+        "parameters": {"job_id": "$response.body#/id"},
+        "description": "The job, with the state of every step",
+    },
+    "CreateEvent": {
+        "operationRef": "#/paths/~1jobs~1{job_id}~1events/post",
+        "parameters": {"job_id": "$response.body#/id"},
+        "description": "Report an event for the job",
+    },
+    "ReadEvents": {
+        "operationRef": "#/paths/~1jobs~1{job_id}~1events/get",
+        "parameters": {"job_id": "$response.body#/id"},
+        "description": "The job's events",
+    },
+}
 
 
 def _detail(state: JobState) -> JobDetail:
@@ -45,7 +65,15 @@ def _detail(state: JobState) -> JobDetail:
     "",
     response_model=JobPublic,
     status_code=status.HTTP_201_CREATED,
-    responses={status.HTTP_200_OK: {"model": JobPublic, "description": "The job already existed"}},
+    responses={
+        status.HTTP_201_CREATED: {"links": JOB_LINKS},
+        status.HTTP_200_OK: {
+            "model": JobPublic,
+            "description": "The job already existed",
+            "links": JOB_LINKS,
+        },
+        **error_responses(400, 404, 409, 422),
+    },
 )
 def create_job(
     session: SessionDep, caller: Ingester, job_in: JobCreate, response: Response
@@ -57,16 +85,18 @@ def create_job(
     return JobPublic.model_validate(job)
 
 
-@router.get("", response_model=Page[JobPublic])
+@router.get("", response_model=Page[JobPublic], responses=error_responses(422))
 def read_jobs(
     session: SessionDep,
     caller: Reader,
     status_: Annotated[list[JobStatus], Query(alias="status", max_length=5)] = [],  # noqa: B006
     customer_id: int | None = None,
-    tag: Annotated[str | None, Query(max_length=64)] = None,
-    q: Annotated[str | None, Query(max_length=200, description="provider_job_id prefix")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    tag: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, pattern=NO_NUL, description="provider_job_id prefix")
+    ] = None,
+    created_after: UtcDatetime | None = None,
+    created_before: UtcDatetime | None = None,
     has_errors: bool | None = None,
     sort: JobSort = JobSort.CREATED_AT,
     order: Literal["asc", "desc"] = "desc",
@@ -94,21 +124,27 @@ def read_jobs(
     return Page(items=[JobPublic.model_validate(item) for item in items], next_cursor=next_cursor)
 
 
-@router.get("/by-provider-id/{provider_job_id:path}", response_model=JobDetail)
-def read_job_by_provider_id(session: SessionDep, caller: Reader, provider_job_id: str) -> JobDetail:
+@router.get(
+    "/by-provider-id/{provider_job_id:path}",
+    response_model=JobDetail,
+    responses=error_responses(404),
+)
+def read_job_by_provider_id(
+    session: SessionDep, caller: Reader, provider_job_id: Annotated[str, Path(pattern=NO_NUL)]
+) -> JobDetail:
     """One job by the script's own id, with the state of every step."""
     job = jobs.get_job_by_provider_id(session, caller=caller, provider_job_id=provider_job_id)
     return _detail(jobs.get_job_state(session, job=job))
 
 
-@router.get("/{job_id}", response_model=JobDetail)
+@router.get("/{job_id}", response_model=JobDetail, responses=error_responses(404))
 def read_job(session: SessionDep, caller: Reader, job_id: int) -> JobDetail:
     """One job, with the state of every step of its configuration version."""
     job = jobs.get_job(session, caller=caller, job_id=job_id)
     return _detail(jobs.get_job_state(session, job=job))
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=error_responses(404, 409))
 def cancel_job(session: SessionDep, caller: Ingester, job_id: int) -> JobPublic:
     """Cancel a job (admin, or its customer); it then refuses events with 409."""
     return JobPublic.model_validate(jobs.cancel_job(session, caller=caller, job_id=job_id))

@@ -1,19 +1,10 @@
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from app.models import JobStatus
 from app.schemas.base import Schema
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-# Query-string times: a timezone is best given; a naive one is read as UTC.
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class StatusCount(Schema):

@@ -1,11 +1,11 @@
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import AfterValidator, Field
 
 from app.models import Scope
 from app.schemas.base import Schema
-from app.schemas.fields import Name
+from app.schemas.fields import AwareUtcDatetime, Name
 
 
 def _unique(scopes: list[Scope]) -> list[Scope]:
@@ -20,7 +20,7 @@ Scopes = Annotated[list[Scope], Field(min_length=1, max_length=2), AfterValidato
 class ApiKeyBase(Schema):
     name: Name
     scopes: Scopes
-    expires_at: AwareDatetime | None = Field(
+    expires_at: AwareUtcDatetime | None = Field(
         default=None, description="When the key stops working (timezone-aware); never if null."
     )
 

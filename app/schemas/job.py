@@ -1,11 +1,12 @@
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from app.models import EventKind, JobStatus
 from app.schemas.base import Schema
+from app.schemas.fields import NO_NUL, AwareUtcDatetime
 from app.schemas.job_configuration import Tag
 from app.schemas.metadata import Metadata
 
@@ -81,27 +82,25 @@ class JobDetail(JobPublic):
     )
 
 
-def _in_utc(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC) if value is not None else None
-
-
 class EventCreate(Schema):
     kind: EventKind
     name: str | None = Field(
         default=None,
         max_length=64,
+        pattern=NO_NUL,
         description="A step tag of the job's configuration: required for step events.",
     )
     event_id: str | None = Field(
         default=None,
         min_length=1,
         max_length=200,
+        pattern=NO_NUL,
         description="Your idempotency key: the same event_id for the same job is stored once.",
     )
-    occurred_at: Annotated[AwareDatetime | None, AfterValidator(_in_utc)] = Field(
+    occurred_at: AwareUtcDatetime | None = Field(
         default=None, description="When it happened, by your clock (timezone required)."
     )
-    message: str | None = Field(default=None, max_length=4000)
+    message: str | None = Field(default=None, max_length=4000, pattern=NO_NUL)
     metadata: Metadata = None
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, Field, StringConstraints
 from pydantic.config import JsonDict
 
 from app.schemas.base import Schema
+from app.schemas.fields import NO_NUL
 
 MAX_STEPS = 500
 MAX_FILE_CONFIGURATIONS = 100
@@ -20,7 +21,7 @@ Tag = Annotated[
     Field(description="Lower-case letters, digits, '_', '.', '-'; 1 to 64 characters."),
 ]
 ConfigurationName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)
 ]
 COST_PATTERN = r"^[0-9]{1,14}(\.[0-9]{1,4})?$"
 

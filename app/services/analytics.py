@@ -35,6 +35,7 @@ from app.schemas.analytics import (
     StepFunnel,
 )
 from app.services.access import Caller, require_admin
+from app.services.billing import check_years
 from app.services.job_configurations import get_configuration
 
 MAX_RANGE_YEARS = 5
@@ -50,7 +51,9 @@ class Interval(enum.StrEnum):
 
 
 def check_range(start: datetime, end: datetime) -> None:
-    """[start, end) must be a non-empty range of at most five years."""
+    """[start, end) must be a non-empty range of at most five years, in the years billing
+    knows (periods are cut up to the start of the next one, which must exist)."""
+    check_years(start.year, end.year)
     if start >= end:
         raise InvalidInput("`from` must be before `to`")
     if end - start > MAX_RANGE:

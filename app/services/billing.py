@@ -66,7 +66,7 @@ def time_zone(session: Session, name: str) -> ZoneInfo:
     return zone
 
 
-def _check_years(*years: int) -> None:
+def check_years(*years: int) -> None:
     if any(year not in YEARS for year in years):
         raise InvalidInput(f"Dates must fall in the years {YEARS[0]} to {YEARS[-1]}")
 
@@ -249,7 +249,7 @@ def get_usage(
     """Usage per customer and period of [start, end); a date is midnight in `tz`. Periods with
     nothing in them are left out, so a customer with no activity has no rows (totals zero)."""
     zone = time_zone(session, tz)
-    _check_years(start.year, end.year)
+    check_years(start.year, end.year)
     start_at, end_at = _instant(start, zone), _instant(end, zone)
     _check_range(start_at, end_at, interval, zone)
     scope = BillingScope(start_at, end_at, _customer_scope(session, caller, customer_id), tag)
@@ -320,7 +320,7 @@ def get_invoice(
     """The invoice of one customer for one month (`period` YYYY-MM, months cut in `tz`). An admin
     names the customer; a client's invoice is its own customer's."""
     zone = time_zone(session, tz)
-    _check_years(int(period[:4]))
+    check_years(int(period[:4]))
     if customer_id is None:
         if caller.is_admin:
             raise InvalidInput("customer_id is required: an admin names the customer to invoice")

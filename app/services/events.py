@@ -31,7 +31,7 @@ from app.models import (
     JobStepCompletion,
     JobStepError,
 )
-from app.schemas.job import EventCreate
+from app.schemas.job import EventCreate, ProviderJobId
 from app.services.access import Caller
 from app.services.jobs import get_job, lock_job, locked_jobs
 
@@ -434,7 +434,7 @@ class BatchEventIn(EventCreate):
     """One event of a batch: its job by `job_id` or by `provider_job_id` (exactly one)."""
 
     job_id: int | None = None
-    provider_job_id: str | None = None
+    provider_job_id: ProviderJobId | None = None
 
     @model_validator(mode="after")
     def _one_job_reference(self) -> "BatchEventIn":

@@ -46,9 +46,7 @@ def login(
     """Check the credentials and start a session. Unknown email and wrong password fail alike,
     after the same hashing work; too many failures for one account answer RateLimited."""
     now = _now()
-    user = session.scalar(
-        select(User).options(joinedload(User.customer)).where(User.email == email.lower())
-    )
+    user = _user_with_email(session, email)
     if user is None:
         spend_password_work(password)
         raise Unauthorized(WRONG_CREDENTIALS)
@@ -71,6 +69,14 @@ def login(
         user_session=user_session,
         access=issue_access_token(user_session, now=now),
         csrf_token=csrf_token_for(user_session.id),
+    )
+
+
+def _user_with_email(session: Session, email: str) -> User | None:
+    if "\x00" in email:  # no email holds NUL, and PostgreSQL cannot compare text holding it
+        return None
+    return session.scalar(
+        select(User).options(joinedload(User.customer)).where(User.email == email.lower())
     )
 
 
