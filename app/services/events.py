@@ -7,7 +7,7 @@ upsert and the errors of each step in another, works out in memory which errors 
 resolve (in arrival order), and writes each job's row once.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -211,8 +211,11 @@ def _store(session: Session, accepted: Sequence[_Accepted]) -> None:
     by_job: dict[int, list[_Accepted]] = defaultdict(list)
     for item in accepted:
         by_job[item.job.id].append(item)
+    completion_times = _completion_times(
+        session, [items[0].job for items in by_job.values()], completions
+    )
     for items in by_job.values():
-        _update_job(session, items, completions, now)
+        _update_job(session, items, completions, completion_times, now)
     session.flush()  # one UPDATE per job, and the errors the new events resolved
 
 
@@ -323,10 +326,33 @@ def _record_errors(session: Session, accepted: Sequence[_Accepted], now: datetim
         session.execute(_UPSERT_ERRORS, [counted[key] for key in sorted(counted)])
 
 
+def _completion_times(
+    session: Session, jobs: Sequence[Job], completions: _Completions
+) -> dict[int, datetime]:
+    """When each job that is now complete and whose steps' times changed was completed: when
+    its last step was, by the steps' (earliest) completion times. One query for all of them."""
+    first = Counter(job_id for job_id, _ in completions.first)
+    changed = [
+        job.id
+        for job in jobs
+        if (first[job.id] or job.id in completions.moved_earlier)
+        and job.steps_completed + first[job.id] == job.step_count
+    ]
+    if not changed:
+        return {}
+    rows = session.execute(
+        select(JobStepCompletion.job_id, func.max(JobStepCompletion.completed_at))
+        .where(JobStepCompletion.job_id.in_(changed))
+        .group_by(JobStepCompletion.job_id)
+    )
+    return dict(rows.all())
+
+
 def _update_job(
     session: Session,
     items: Sequence[_Accepted],
     completions: _Completions,
+    completion_times: Mapping[int, datetime],
     now: datetime,
 ) -> None:
     """Apply one job's new events, in arrival order, to its row."""
@@ -368,13 +394,8 @@ def _update_job(
     job.started_at = job.started_at or now
     job.last_event_at = now
     job.steps_completed = steps_done
-    if steps_done == job.step_count and (counted or job.id in completions.moved_earlier):
-        # Completed when its last step was, by the steps' (earliest) completion times.
-        job.completed_at = session.scalar(
-            select(func.max(JobStepCompletion.completed_at)).where(
-                JobStepCompletion.job_id == job.id
-            )
-        )
+    if job.id in completion_times:
+        job.completed_at = completion_times[job.id]
     job.status = job_status(
         cancelled=False,
         unresolved_errors=job.unresolved_error_count,
