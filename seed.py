@@ -381,16 +381,23 @@ def _bulk_job(
     bulk.events = [tuple(event) for event in events]
     unresolved = sum(len(errors) for errors in open_errors.values())
     by_id = {step.id: step for step in steps}
-    for step_id, (completed_at, event_id) in completed.items():
+    previous = created_at
+    # Timed as apply_events times them: in completion order, then step order.
+    for completed_at, step_id, event_id in sorted(
+        (completed_at, step_id, event_id) for step_id, (completed_at, event_id) in completed.items()
+    ):
         step = by_id[step_id]
+        since = (completed_at - previous).total_seconds()
         bulk.completions.append(
             (job_id, step_id, customer_id, configuration.id, event_id, completed_at,
-             step.points, step.cost)
+             step.points, step.cost, created_at, since)
         )  # fmt: skip
+        previous = completed_at
     bulk.errors = [
-        (job_id, step_id, customer_id, configuration.id, count, first, last)
+        (job_id, step_id, customer_id, configuration.id, count, first, last, created_at,
+         step_id in completed)
         for step_id, (count, first, last) in step_errors.items()
-    ]
+    ]  # fmt: skip
     steps_completed = len(completed)
     status = event_service.job_status(
         cancelled=outcome == JobStatus.CANCELLED,
@@ -474,11 +481,11 @@ EVENT_COLUMNS = [
 ]  # fmt: skip
 COMPLETION_COLUMNS = [
     "job_id", "step_id", "customer_id", "configuration_id", "event_id", "completed_at", "points",
-    "cost",
+    "cost", "job_created_at", "seconds_since_previous",
 ]  # fmt: skip
 STEP_ERROR_COLUMNS = [
     "job_id", "step_id", "customer_id", "configuration_id", "error_count", "first_error_at",
-    "last_error_at",
+    "last_error_at", "job_created_at", "step_completed",
 ]  # fmt: skip
 
 

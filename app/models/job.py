@@ -5,15 +5,18 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Computed,
     DateTime,
+    Double,
     Enum,
     ForeignKey,
     Index,
     Integer,
     Numeric,
     String,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -131,6 +134,12 @@ class JobStepCompletion(Base):
     __table_args__ = (
         Index("ix_job_step_completions_customer_id_completed_at", "customer_id", "completed_at"),
         Index("ix_job_step_completions_completed_at", "completed_at"),
+        # The steps funnel: the completions of one configuration version's jobs created in a range.
+        Index(
+            "ix_job_step_completions_configuration_id_job_created_at",
+            "configuration_id",
+            "job_created_at",
+        ),
     )
 
     job_id: Mapped[int] = mapped_column(
@@ -149,6 +158,11 @@ class JobStepCompletion(Base):
     completed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     points: Mapped[int] = mapped_column(Integer)
     cost: Mapped[Decimal] = mapped_column(Money)
+    # The job's creation time (it never changes), so the funnel needs no join with jobs.
+    job_created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The time from the job's previous completed step (by completion time, then step order), or
+    # from its creation, to this one; kept right by `apply_events` whatever the arrival order.
+    seconds_since_previous: Mapped[float] = mapped_column(Double)
 
 
 class JobStepError(Base):
@@ -159,6 +173,11 @@ class JobStepError(Base):
     __table_args__ = (
         # The errors of one configuration version, of every customer or one.
         Index("ix_job_step_errors_configuration_id_customer_id", "configuration_id", "customer_id"),
+        Index(
+            "ix_job_step_errors_configuration_id_job_created_at",
+            "configuration_id",
+            "job_created_at",
+        ),
     )
 
     job_id: Mapped[int] = mapped_column(
@@ -176,3 +195,7 @@ class JobStepError(Base):
     error_count: Mapped[int] = mapped_column(Integer)
     first_error_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_error_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    job_created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Whether the job has completed the step too (a retry that succeeded), kept by
+    # `apply_events`: jobs that failed at a step and never completed it still reached it.
+    step_completed: Mapped[bool] = mapped_column(Boolean, server_default=false())

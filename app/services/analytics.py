@@ -7,18 +7,18 @@ completion of each step (`job_step_completions`) and the errors counted per step
 """
 
 import enum
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, Double, and_, cast, func, select, true, tuple_
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, cast, func, select, true, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.internal.errors import InvalidInput, NotFound
+from app.internal.quantiles import bucket_key, quantiles
 from app.models import (
     Customer,
     Job,
     JobConfiguration,
-    JobConfigurationStep,
     JobStatus,
     JobStepCompletion,
     JobStepError,
@@ -92,15 +92,18 @@ def period_starts(start: datetime, end: datetime, interval: Interval) -> list[da
 
 
 def _customer_scope(
-    session: Session, caller: Caller, customer_id: int | None
+    session: Session,
+    caller: Caller,
+    customer_id: int | None,
+    column: InstrumentedAttribute[int] = Job.customer_id,
 ) -> ColumnElement[bool]:
-    """A WHERE clause on `Job.customer_id` for what the caller may see, narrowed to
+    """A WHERE clause on `column` (a customer id) for what the caller may see, narrowed to
     `customer_id`, which must be a customer the caller may see."""
     if customer_id is None:
-        return caller.customer_filter(Job.customer_id)
+        return caller.customer_filter(column)
     if not caller.can_see_customer(customer_id) or session.get(Customer, customer_id) is None:
         raise NotFound(f"Customer {customer_id} not found")
-    return Job.customer_id == customer_id
+    return column == customer_id
 
 
 def job_analytics(
@@ -174,103 +177,79 @@ def step_funnel(
     customer_id: int | None = None,
 ) -> StepFunnel:
     """Per step of a configuration version (the latest by default), for its jobs created in
-    [start, end): how many reached it, completed it or failed at it, and how long it took."""
+    [start, end): how many reached it, completed it or failed at it, and how long it took.
+
+    Three aggregates, none of them a sort: the jobs, the completions counted by step and by
+    bucket of their time (`quantiles`), and the errors counted by step."""
     check_range(start, end)
-    customer_scope = _customer_scope(session, caller, customer_id)
     configuration = get_configuration(session, tag=tag, version=version)
-    jobs = (
-        select(Job.id, Job.created_at)
+    completion, error = JobStepCompletion, JobStepError
+
+    def scoped(table: type[JobStepCompletion | JobStepError]) -> list[ColumnElement[bool]]:
+        return [
+            table.configuration_id == configuration.id,
+            table.job_created_at >= start,
+            table.job_created_at < end,
+            _customer_scope(session, caller, customer_id, table.customer_id),
+        ]
+
+    jobs = session.scalar(
+        select(func.count())
+        .select_from(Job)
         .where(
             Job.configuration_id == configuration.id,
             Job.created_at >= start,
             Job.created_at < end,
-            customer_scope,
+            _customer_scope(session, caller, customer_id),
         )
-        .cte("scoped_jobs")
     )
-    completion = JobStepCompletion
-    # Each completion's time since the job's previous completion, or since its creation for the
-    # first; steps completed at the same moment are taken in step id order (the steps' order).
-    previous = func.lag(completion.completed_at).over(
-        partition_by=completion.job_id, order_by=(completion.completed_at, completion.step_id)
-    )
-    seconds = func.extract(
-        "epoch", completion.completed_at - func.coalesce(previous, jobs.c.created_at)
-    )
-    timed = (
-        select(completion.step_id, cast(seconds, Double).label("seconds"))
-        .join(jobs, jobs.c.id == completion.job_id)
-        .cte("timed")
-    )
-    # Materialized: each aggregate is computed once, whatever the plan of the final join.
-    completed = (
-        select(
-            timed.c.step_id,
-            func.count().label("completions"),
-            func.percentile_cont(postgresql.array([0.5, 0.95]))
-            .within_group(timed.c.seconds)
-            .label("percentiles"),
+    bucket = bucket_key(completion.seconds_since_previous).label("bucket")
+    timings: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for step_id, key, count in session.execute(
+        select(completion.step_id, bucket, func.count())
+        .where(*scoped(completion))
+        .group_by(completion.step_id, bucket)
+    ):
+        timings[step_id].append((key, count))
+    errors = {
+        row.step_id: row
+        for row in session.execute(
+            select(
+                error.step_id,
+                func.sum(error.error_count).label("errors"),
+                # Jobs that failed at the step and never completed it also reached it.
+                func.count().filter(error.step_completed.is_(False)).label("failed_only"),
+            )
+            .where(*scoped(error))
+            .group_by(error.step_id)
         )
-        .group_by(timed.c.step_id)
-        .cte("completed")
-        .prefix_with("MATERIALIZED")
-    )
-    errored = (
-        select(
-            JobStepError.step_id,
-            func.sum(JobStepError.error_count).label("errors"),
-            # Jobs that failed at the step and never completed it also reached it.
-            func.count().filter(completion.job_id.is_(None)).label("failed_only"),
+    }
+
+    steps = []
+    for step in configuration.steps:
+        completions = sum(count for _, count in timings[step.id])
+        errored = errors.get(step.id)
+        error_count = int(errored.errors) if errored else 0
+        median, p95 = quantiles(timings[step.id], [0.5, 0.95])
+        steps.append(
+            StepAnalytics(
+                position=step.position,
+                tag=step.tag,
+                name=step.name,
+                jobs_reached=completions + (errored.failed_only if errored else 0),
+                completions=completions,
+                errors=error_count,
+                error_rate=_ratio(error_count, completions + error_count),
+                median_seconds=median,
+                p95_seconds=p95,
+            )
         )
-        .join(jobs, jobs.c.id == JobStepError.job_id)
-        .outerjoin(
-            completion,
-            and_(
-                completion.job_id == JobStepError.job_id,
-                completion.step_id == JobStepError.step_id,
-            ),
-        )
-        .where(JobStepError.configuration_id == configuration.id)
-        .group_by(JobStepError.step_id)
-        .cte("errored")
-        .prefix_with("MATERIALIZED")
-    )
-    step = JobConfigurationStep
-    rows = session.execute(
-        select(
-            step.position,
-            step.tag,
-            step.name,
-            func.coalesce(completed.c.completions, 0).label("completions"),
-            func.coalesce(errored.c.errors, 0).label("errors"),
-            func.coalesce(errored.c.failed_only, 0).label("failed_only"),
-            completed.c.percentiles,
-            select(func.count()).select_from(jobs).scalar_subquery().label("jobs"),
-        )
-        .outerjoin(completed, completed.c.step_id == step.id)
-        .outerjoin(errored, errored.c.step_id == step.id)
-        .where(step.configuration_id == configuration.id)
-        .order_by(step.position)
-    ).all()
     return StepFunnel(
         tag=configuration.tag,
         version=configuration.version,
         configuration_id=configuration.id,
-        jobs=rows[0].jobs if rows else 0,
-        steps=[
-            StepAnalytics(
-                position=row.position,
-                tag=row.tag,
-                name=row.name,
-                jobs_reached=row.completions + row.failed_only,
-                completions=row.completions,
-                errors=row.errors,
-                error_rate=_ratio(row.errors, row.completions + row.errors),
-                median_seconds=row.percentiles[0] if row.percentiles else None,
-                p95_seconds=row.percentiles[1] if row.percentiles else None,
-            )
-            for row in rows
-        ],
+        jobs=jobs or 0,
+        steps=steps,
     )
 
 

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError, model_validator
-from sqlalchemy import Boolean, func, literal_column, or_, select, tuple_, update
+from sqlalchemy import Boolean, Double, cast, func, literal_column, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -206,8 +206,14 @@ def _store(session: Session, accepted: Sequence[_Accepted]) -> None:
     session.add_all([item.event for item in accepted if item.event is not None])
     session.flush()  # one INSERT for all of them
 
+    errors_before = {item.job.id: item.job.error_count for item in accepted}
     completions = _record_completions(session, accepted, now)
-    _record_errors(session, accepted, now)
+    _time_completions(session, completions.changed_jobs)
+    errored = _record_errors(session, accepted, now)
+    _mark_completed_errors(
+        session,
+        errored | {job_id for job_id, _ in completions.first if errors_before[job_id]},
+    )
     by_job: dict[int, list[_Accepted]] = defaultdict(list)
     for item in accepted:
         by_job[item.job.id].append(item)
@@ -238,6 +244,10 @@ class _Completions:
     first: set[tuple[int, int]]  # (job, step) pairs completed for the first time
     moved_earlier: set[int]  # jobs with a step now completed at an earlier time than stored
 
+    @property
+    def changed_jobs(self) -> set[int]:
+        return {job_id for job_id, _ in self.first} | self.moved_earlier
+
 
 def _record_completions(
     session: Session, accepted: Sequence[_Accepted], now: datetime
@@ -266,6 +276,11 @@ def _record_completions(
                 "completed_at": _occurred_at(item, now),
                 "points": item.step.points,
                 "cost": item.step.cost,
+                "job_created_at": item.job.created_at,
+                # Since creation for now: _time_completions makes it since the previous step.
+                "seconds_since_previous": (
+                    _occurred_at(item, now) - item.job.created_at
+                ).total_seconds(),
             }
             for item in earliest.values()
             if item.step is not None and item.event is not None
@@ -281,6 +296,37 @@ def _record_completions(
 
 def _occurred_at(item: _Accepted, now: datetime) -> datetime:
     return item.event_in.occurred_at or now
+
+
+def _time_completions(session: Session, job_ids: set[int]) -> None:
+    """Set the seconds since the previous completion of every completion of these jobs whose
+    value changed: the new ones, and those after a step that arrived late or moved earlier."""
+    if not job_ids:
+        return
+    completion = JobStepCompletion
+    previous = func.lag(completion.completed_at).over(
+        partition_by=completion.job_id, order_by=(completion.completed_at, completion.step_id)
+    )
+    since = completion.completed_at - func.coalesce(previous, completion.job_created_at)
+    timed = (
+        select(
+            completion.job_id,
+            completion.step_id,
+            cast(func.extract("epoch", since), Double).label("seconds"),
+        )
+        .where(completion.job_id.in_(job_ids))
+        .subquery()
+    )
+    session.execute(
+        update(completion)
+        .where(
+            completion.job_id == timed.c.job_id,
+            completion.step_id == timed.c.step_id,
+            completion.seconds_since_previous.is_distinct_from(timed.c.seconds),
+        )
+        .values(seconds_since_previous=timed.c.seconds)
+        .execution_options(synchronize_session=False)
+    )
 
 
 _insert_error = insert(JobStepError)
@@ -299,9 +345,9 @@ _UPSERT_ERRORS = _insert_error.on_conflict_do_update(
 )
 
 
-def _record_errors(session: Session, accepted: Sequence[_Accepted], now: datetime) -> None:
+def _record_errors(session: Session, accepted: Sequence[_Accepted], now: datetime) -> set[int]:
     """Count the new errors that name a step, per job and step, so that analytics never count
-    events."""
+    events; answers the jobs concerned."""
     counted: dict[tuple[int, int], dict[str, Any]] = {}
     for item in accepted:
         if item.event_in.kind != EventKind.ERROR or item.step is None:
@@ -317,6 +363,7 @@ def _record_errors(session: Session, accepted: Sequence[_Accepted], now: datetim
                 "error_count": 0,
                 "first_error_at": at,
                 "last_error_at": at,
+                "job_created_at": item.job.created_at,
             },
         )
         row["error_count"] += 1
@@ -324,6 +371,26 @@ def _record_errors(session: Session, accepted: Sequence[_Accepted], now: datetim
         row["last_error_at"] = max(row["last_error_at"], at)
     if counted:
         session.execute(_UPSERT_ERRORS, [counted[key] for key in sorted(counted)])
+    return {job_id for job_id, _ in counted}
+
+
+def _mark_completed_errors(session: Session, job_ids: set[int]) -> None:
+    """Mark the step errors of these jobs whose step is now completed too."""
+    if not job_ids:
+        return
+    completion, error = JobStepCompletion, JobStepError
+    session.execute(
+        update(error)
+        .where(
+            error.job_id.in_(job_ids),
+            error.step_completed.is_(False),
+            select(completion)
+            .where(completion.job_id == error.job_id, completion.step_id == error.step_id)
+            .exists(),
+        )
+        .values(step_completed=True)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _completion_times(
