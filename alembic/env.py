@@ -6,6 +6,7 @@ from alembic import context
 
 from app.models import Base
 from config import config
+from config.database import Database
 
 alembic_config = context.config
 if alembic_config.config_file_name is not None:
@@ -28,10 +29,20 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     config.setup()
-    with config.database.engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata)
-        with context.begin_transaction():
-            context.run_migrations()
+    # Its own connection, without the statement timeout meant for requests: a migration may
+    # rewrite or index a large table.
+    database = Database(
+        config.database.url,
+        null_pool=True,
+        connect_timeout_s=config.settings.db_connect_timeout_s,
+    )
+    try:
+        with database.engine.connect() as connection:
+            context.configure(connection=connection, target_metadata=target_metadata)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        database.dispose()
 
 
 if context.is_offline_mode():
