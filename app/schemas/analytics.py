@@ -49,9 +49,11 @@ class StepAnalytics(Schema):
     )
     median_seconds: float | None = Field(
         description="Median time from the job's previous completed step (or its creation) to "
-        "this step's completion."
+        "this step's completion; estimated within 0.5% (or 1 ms) of the exact value."
     )
-    p95_seconds: float | None = Field(description="95th percentile of the same time.")
+    p95_seconds: float | None = Field(
+        description="95th percentile of the same time, estimated the same way."
+    )
 
 
 class StepFunnel(Schema):
