@@ -399,6 +399,7 @@ def _bulk_job(
         for step_id, (count, first, last) in step_errors.items()
     ]  # fmt: skip
     steps_completed = len(completed)
+    last_step_completed_at = max((time for time, _ in completed.values()), default=None)
     status = event_service.job_status(
         cancelled=outcome == JobStatus.CANCELLED,
         unresolved_errors=unresolved,
@@ -422,9 +423,8 @@ def _bulk_job(
         "unresolved_error_count": unresolved,
         "started_at": bulk.events[0][6] if bulk.events else None,
         "last_event_at": at if plan else None,
-        "completed_at": (
-            max(time for time, _ in completed.values()) if steps_completed == len(steps) else None
-        ),
+        "completed_at": last_step_completed_at if steps_completed == len(steps) else None,
+        "last_step_completed_at": last_step_completed_at,
         "cancelled_at": at + timedelta(minutes=1) if status == JobStatus.CANCELLED else None,
         "created_at": created_at,
         "updated_at": at,
@@ -473,7 +473,7 @@ JOB_COLUMNS = [
     "id", "provider_job_id", "customer_id", "configuration_id", "status", "step_count",
     "steps_completed", "total_points", "completed_points", "cost", "event_count", "error_count",
     "unresolved_error_count", "started_at", "last_event_at", "completed_at", "cancelled_at",
-    "created_at", "updated_at",
+    "created_at", "updated_at", "last_step_completed_at",
 ]  # fmt: skip
 EVENT_COLUMNS = [
     "id", "job_id", "kind", "step_id", "step_tag", "event_id", "occurred_at", "received_at",

@@ -31,6 +31,7 @@ COMPARED = [
     "error_count",
     "unresolved_error_count",
     "completed_at",
+    "last_step_completed_at",
 ]
 
 

@@ -2,7 +2,8 @@
 
 Each completion keeps its job's creation time and the seconds since the job's previous
 completion; each step's error count says whether the job completed the step too. The steps
-funnel then reads these two tables alone, with no window over a year of completions.
+funnel then reads these two tables alone, with no window over a year of completions. A job keeps
+its latest completion time, from which its next step is usually timed.
 
 Revision ID: b7d41e09a2c3
 Revises: f40c6a5ac121
@@ -35,6 +36,15 @@ TIME_COMPLETIONS = """
     WHERE c.job_id = timed.job_id AND c.step_id = timed.step_id
 """
 
+LAST_COMPLETIONS = """
+    UPDATE jobs AS j SET last_step_completed_at = latest.completed_at
+    FROM (
+        SELECT job_id, max(completed_at) AS completed_at
+        FROM job_step_completions GROUP BY job_id
+    ) AS latest
+    WHERE j.id = latest.job_id
+"""
+
 MARK_ERRORS = """
     UPDATE job_step_errors AS e
     SET job_created_at = j.created_at,
@@ -56,7 +66,9 @@ def upgrade() -> None:
         "job_step_errors",
         sa.Column("step_completed", sa.Boolean(), server_default=sa.false(), nullable=False),
     )
+    op.add_column("jobs", sa.Column("last_step_completed_at", timestamp))
     op.execute(TIME_COMPLETIONS)
+    op.execute(LAST_COMPLETIONS)
     op.execute(MARK_ERRORS)
     op.alter_column("job_step_completions", "job_created_at", nullable=False)
     op.alter_column("job_step_completions", "seconds_since_previous", nullable=False)
@@ -68,7 +80,7 @@ def upgrade() -> None:
             ["configuration_id", "job_created_at"],
         )
     # Every row changed: without fresh statistics the planner takes the funnel for a few rows.
-    op.execute("ANALYZE job_step_completions, job_step_errors")
+    op.execute("ANALYZE jobs, job_step_completions, job_step_errors")
 
 
 def downgrade() -> None:
@@ -78,3 +90,4 @@ def downgrade() -> None:
     op.drop_column("job_step_errors", "job_created_at")
     op.drop_column("job_step_completions", "seconds_since_previous")
     op.drop_column("job_step_completions", "job_created_at")
+    op.drop_column("jobs", "last_step_completed_at")

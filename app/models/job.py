@@ -115,6 +115,8 @@ class Job(IdMixin, TimestampMixin, Base):
     last_event_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The latest of its steps' completion times: where the next step's time is counted from.
+    last_step_completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     configuration: Mapped[JobConfiguration] = relationship(lazy="raise")
 

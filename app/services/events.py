@@ -7,11 +7,12 @@ upsert and the errors of each step in another, works out in memory which errors 
 resolve (in arrival order), and writes each job's row once.
 """
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError, model_validator
@@ -206,22 +207,21 @@ def _store(session: Session, accepted: Sequence[_Accepted]) -> None:
     session.add_all([item.event for item in accepted if item.event is not None])
     session.flush()  # one INSERT for all of them
 
-    errors_before = {item.job.id: item.job.error_count for item in accepted}
+    by_job: dict[int, list[_Accepted]] = defaultdict(list)
+    for item in accepted:
+        by_job[item.job.id].append(item)
+    jobs = [items[0].job for items in by_job.values()]
+    errors_before = {job.id: job.error_count for job in jobs}
     completions = _record_completions(session, accepted, now)
-    _time_completions(session, completions.changed_jobs)
+    _time_completions(session, _out_of_order(jobs, completions))
+    latest = _latest_completion_times(session, completions.moved_earlier)
     errored = _record_errors(session, accepted, now)
     _mark_completed_errors(
         session,
         errored | {job_id for job_id, _ in completions.first if errors_before[job_id]},
     )
-    by_job: dict[int, list[_Accepted]] = defaultdict(list)
-    for item in accepted:
-        by_job[item.job.id].append(item)
-    completion_times = _completion_times(
-        session, [items[0].job for items in by_job.values()], completions
-    )
     for items in by_job.values():
-        _update_job(session, items, completions, completion_times, now)
+        _update_job(session, items, completions, latest, now)
     session.flush()  # one UPDATE per job, and the errors the new events resolved
 
 
@@ -241,12 +241,18 @@ _UPSERT_COMPLETION = _insert_completion.on_conflict_do_update(
 
 @dataclass(frozen=True)
 class _Completions:
-    first: set[tuple[int, int]]  # (job, step) pairs completed for the first time
+    first: dict[tuple[int, int], datetime]  # (job, step) completed for the first time: when
     moved_earlier: set[int]  # jobs with a step now completed at an earlier time than stored
 
-    @property
-    def changed_jobs(self) -> set[int]:
-        return {job_id for job_id, _ in self.first} | self.moved_earlier
+    @cached_property
+    def _first_by_job(self) -> dict[int, list[datetime]]:
+        by_job: dict[int, list[datetime]] = defaultdict(list)
+        for (job_id, _), at in self.first.items():
+            by_job[job_id].append(at)
+        return by_job
+
+    def first_times(self, job_id: int) -> list[datetime]:
+        return self._first_by_job.get(job_id, [])
 
 
 def _record_completions(
@@ -263,7 +269,7 @@ def _record_completions(
         if current is None or _occurred_at(item, now) < _occurred_at(current, now):
             earliest[key] = item
     if not earliest:
-        return _Completions(set(), set())
+        return _Completions({}, set())
     rows = session.execute(
         _UPSERT_COMPLETION,
         [
@@ -277,9 +283,11 @@ def _record_completions(
                 "points": item.step.points,
                 "cost": item.step.cost,
                 "job_created_at": item.job.created_at,
-                # Since creation for now: _time_completions makes it since the previous step.
+                # Right for a job's one new completion, later than its others (the usual case);
+                # _time_completions puts right the rest.
                 "seconds_since_previous": (
-                    _occurred_at(item, now) - item.job.created_at
+                    _occurred_at(item, now)
+                    - (item.job.last_step_completed_at or item.job.created_at)
                 ).total_seconds(),
             }
             for item in earliest.values()
@@ -289,13 +297,29 @@ def _record_completions(
     # Rows not returned: completed before, at an earlier time. False: completed before, now at
     # an earlier time. True: completed for the first time.
     return _Completions(
-        first={(job_id, step_id) for job_id, step_id, inserted in rows if inserted},
+        first={
+            (job_id, step_id): _occurred_at(earliest[(job_id, step_id)], now)
+            for job_id, step_id, inserted in rows
+            if inserted
+        },
         moved_earlier={job_id for job_id, _, inserted in rows if not inserted},
     )
 
 
 def _occurred_at(item: _Accepted, now: datetime) -> datetime:
     return item.event_in.occurred_at or now
+
+
+def _out_of_order(jobs: Iterable[Job], completions: _Completions) -> set[int]:
+    """The jobs whose new completions are not each timed right from the job's latest one: a
+    step completed earlier than stored, several new steps, or one not later than the others."""
+    out_of_order = set(completions.moved_earlier)
+    for job in jobs:
+        times = completions.first_times(job.id)
+        last = job.last_step_completed_at
+        if len(times) > 1 or (times and last is not None and times[0] <= last):
+            out_of_order.add(job.id)
+    return out_of_order
 
 
 def _time_completions(session: Session, job_ids: set[int]) -> None:
@@ -393,23 +417,13 @@ def _mark_completed_errors(session: Session, job_ids: set[int]) -> None:
     )
 
 
-def _completion_times(
-    session: Session, jobs: Sequence[Job], completions: _Completions
-) -> dict[int, datetime]:
-    """When each job that is now complete and whose steps' times changed was completed: when
-    its last step was, by the steps' (earliest) completion times. One query for all of them."""
-    first = Counter(job_id for job_id, _ in completions.first)
-    changed = [
-        job.id
-        for job in jobs
-        if (first[job.id] or job.id in completions.moved_earlier)
-        and job.steps_completed + first[job.id] == job.step_count
-    ]
-    if not changed:
+def _latest_completion_times(session: Session, job_ids: set[int]) -> dict[int, datetime]:
+    """The latest completion time of each of these jobs, one of whose steps moved earlier."""
+    if not job_ids:
         return {}
     rows = session.execute(
         select(JobStepCompletion.job_id, func.max(JobStepCompletion.completed_at))
-        .where(JobStepCompletion.job_id.in_(changed))
+        .where(JobStepCompletion.job_id.in_(job_ids))
         .group_by(JobStepCompletion.job_id)
     )
     return dict(rows.all())
@@ -419,7 +433,7 @@ def _update_job(
     session: Session,
     items: Sequence[_Accepted],
     completions: _Completions,
-    completion_times: Mapping[int, datetime],
+    latest: Mapping[int, datetime],
     now: datetime,
 ) -> None:
     """Apply one job's new events, in arrival order, to its row."""
@@ -461,8 +475,14 @@ def _update_job(
     job.started_at = job.started_at or now
     job.last_event_at = now
     job.steps_completed = steps_done
-    if job.id in completion_times:
-        job.completed_at = completion_times[job.id]
+    new_times = completions.first_times(job.id)
+    if job.id in latest:
+        job.last_step_completed_at = latest[job.id]
+    elif new_times:
+        job.last_step_completed_at = max([*new_times, job.last_step_completed_at or new_times[0]])
+    if steps_done == job.step_count:
+        # Completed when its last step was, by the steps' (earliest) completion times.
+        job.completed_at = job.last_step_completed_at
     job.status = job_status(
         cancelled=False,
         unresolved_errors=job.unresolved_error_count,
