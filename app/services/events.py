@@ -213,7 +213,7 @@ def _store(session: Session, accepted: Sequence[_Accepted]) -> None:
     jobs = [items[0].job for items in by_job.values()]
     errors_before = {job.id: job.error_count for job in jobs}
     completions = _record_completions(session, accepted, now)
-    _time_completions(session, _out_of_order(jobs, completions))
+    _time_completions(session, completions.untimed)
     latest = _latest_completion_times(session, completions.moved_earlier)
     errored = _record_errors(session, accepted, now)
     _mark_completed_errors(
@@ -243,6 +243,7 @@ _UPSERT_COMPLETION = _insert_completion.on_conflict_do_update(
 class _Completions:
     first: dict[tuple[int, int], datetime]  # (job, step) completed for the first time: when
     moved_earlier: set[int]  # jobs with a step now completed at an earlier time than stored
+    untimed: set[int]  # jobs whose completions _time_completions must time again
 
     @cached_property
     def _first_by_job(self) -> dict[int, list[datetime]]:
@@ -259,7 +260,13 @@ def _record_completions(
     session: Session, accepted: Sequence[_Accepted], now: datetime
 ) -> _Completions:
     """Record each step completion, keeping the earliest time per job and step whatever the
-    arrival order (billing periods stay stable)."""
+    arrival order (billing periods stay stable).
+
+    Each new completion is timed from the one before it among this call's, the first of them
+    from the job's latest completion (or its creation): right in the usual case, where they all
+    come after the job's stored ones and none was completed before. The jobs where that does not
+    hold are answered as `untimed`.
+    """
     earliest: dict[tuple[int, int], _Accepted] = {}
     for item in accepted:
         if item.event_in.kind != EventKind.STEP or item.step is None:
@@ -269,7 +276,23 @@ def _record_completions(
         if current is None or _occurred_at(item, now) < _occurred_at(current, now):
             earliest[key] = item
     if not earliest:
-        return _Completions({}, set())
+        return _Completions({}, set(), set())
+
+    by_job: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
+    for job_id, step_id in earliest:
+        by_job[job_id].append((_occurred_at(earliest[(job_id, step_id)], now), step_id))
+    seconds: dict[tuple[int, int], float] = {}
+    untimed: set[int] = set()
+    for job_id, times in by_job.items():
+        job = earliest[(job_id, times[0][1])].job
+        previous = job.last_step_completed_at
+        if previous is not None and min(times)[0] <= previous:
+            untimed.add(job_id)
+        previous = previous or job.created_at
+        for at, step_id in sorted(times):
+            seconds[(job_id, step_id)] = (at - previous).total_seconds()
+            previous = at
+
     rows = session.execute(
         _UPSERT_COMPLETION,
         [
@@ -283,43 +306,30 @@ def _record_completions(
                 "points": item.step.points,
                 "cost": item.step.cost,
                 "job_created_at": item.job.created_at,
-                # Right for a job's one new completion, later than its others (the usual case);
-                # _time_completions puts right the rest.
-                "seconds_since_previous": (
-                    _occurred_at(item, now)
-                    - (item.job.last_step_completed_at or item.job.created_at)
-                ).total_seconds(),
+                "seconds_since_previous": seconds[key],
             }
-            for item in earliest.values()
+            for key, item in earliest.items()
             if item.step is not None and item.event is not None
         ],
     ).all()
     # Rows not returned: completed before, at an earlier time. False: completed before, now at
-    # an earlier time. True: completed for the first time.
+    # an earlier time. True: completed for the first time. Either of the first two leaves the
+    # times of the job's new completions to be worked out again.
+    first = {
+        (job_id, step_id): _occurred_at(earliest[(job_id, step_id)], now)
+        for job_id, step_id, inserted in rows
+        if inserted
+    }
+    untimed |= {job_id for job_id, step_id in earliest if (job_id, step_id) not in first}
     return _Completions(
-        first={
-            (job_id, step_id): _occurred_at(earliest[(job_id, step_id)], now)
-            for job_id, step_id, inserted in rows
-            if inserted
-        },
+        first=first,
         moved_earlier={job_id for job_id, _, inserted in rows if not inserted},
+        untimed=untimed,
     )
 
 
 def _occurred_at(item: _Accepted, now: datetime) -> datetime:
     return item.event_in.occurred_at or now
-
-
-def _out_of_order(jobs: Iterable[Job], completions: _Completions) -> set[int]:
-    """The jobs whose new completions are not each timed right from the job's latest one: a
-    step completed earlier than stored, several new steps, or one not later than the others."""
-    out_of_order = set(completions.moved_earlier)
-    for job in jobs:
-        times = completions.first_times(job.id)
-        last = job.last_step_completed_at
-        if len(times) > 1 or (times and last is not None and times[0] <= last):
-            out_of_order.add(job.id)
-    return out_of_order
 
 
 def _time_completions(session: Session, job_ids: set[int]) -> None:
