@@ -485,7 +485,10 @@ def post_batch(client: httpx.Client, batch: Batch, tally: Tally) -> None:
             tally.note(f"batch item {result['result']}", str(result)[:1000])
 
 
-LOCK_JOB = "SELECT customer_id, configuration_id FROM jobs WHERE id = %s FOR UPDATE"
+LOCK_JOB = """
+    SELECT customer_id, configuration_id, coalesce(last_step_completed_at, created_at), created_at
+    FROM jobs WHERE id = %s FOR UPDATE
+"""
 INSERT_EVENT = """
     INSERT INTO events (job_id, kind, step_id, step_tag, event_id, received_at)
     VALUES (%s, 'step', %s, %s, %s, now())
@@ -497,8 +500,9 @@ INSERT_EVENTS = """
 INSERT_EVENTS_ROW = "(%s, 'step', %s, %s, %s, now())"
 INSERT_COMPLETION = """
     INSERT INTO job_step_completions
-        (job_id, step_id, customer_id, configuration_id, event_id, completed_at, points, cost)
-    VALUES (%s, %s, %s, %s, %s, now(), %s, %s)
+        (job_id, step_id, customer_id, configuration_id, event_id, completed_at, points, cost,
+         job_created_at, seconds_since_previous)
+    VALUES (%s, %s, %s, %s, %s, now(), %s, %s, %s, extract(epoch FROM now() - %s))
     ON CONFLICT DO NOTHING
     RETURNING job_id
 """
@@ -510,6 +514,8 @@ UPDATE_JOB = """
         cost = cost + %(cost)s,
         started_at = coalesce(started_at, now()),
         last_event_at = now(),
+        last_step_completed_at = (CASE WHEN %(steps)s > 0 THEN now()
+                                  ELSE last_step_completed_at END),
         status = (CASE WHEN steps_completed + %(steps)s >= step_count
                   THEN 'completed' ELSE 'running' END)::job_status,
         updated_at = now()
@@ -545,11 +551,19 @@ def sql_event(conn: Any, event: PlannedEvent, tally: Tally) -> None:
 
     def work(cursor: Any) -> None:
         cursor.execute(LOCK_JOB, (event.job_id,))
-        customer_id, configuration_id = cursor.fetchone()
+        customer_id, configuration_id, previous, created_at = cursor.fetchone()
         step = event.step
         cursor.execute(INSERT_EVENT, (event.job_id, step.id, step.tag, event.event_id))
         (row_id,) = cursor.fetchone()
-        completion = (customer_id, configuration_id, row_id, step.points, step.cost)
+        completion = (
+            customer_id,
+            configuration_id,
+            row_id,
+            step.points,
+            step.cost,
+            created_at,
+            previous,
+        )
         cursor.execute(INSERT_COMPLETION, (event.job_id, step.id, *completion))
         first = cursor.fetchone() is not None
         update_job(cursor, event.job_id, 1, [step] if first else [])
