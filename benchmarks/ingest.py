@@ -399,10 +399,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(url: URL) -> Iterator[Server]:
+def serve(url: URL, app: str = "app.main:app") -> Iterator[Server]:
     """uvicorn with one worker on a free local port, until the block ends."""
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", LOCALHOST]
+    command = [sys.executable, "-m", "uvicorn", app, "--host", LOCALHOST]
     command += ["--port", str(port), "--workers", "1", "--no-access-log"]
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
@@ -700,10 +700,12 @@ def run(args: argparse.Namespace, url: URL, server_description: str) -> None:
         batch(scenarios.warm_up_batch, WARM_UP_EVENTS)
 
         at_target: float | None = None
+        own: dict[int, Measurement] = {}
         print("\nsingle events, each worker on its own jobs (POST /jobs/{id}/events)")
         print(SINGLE_HEADER)
         for s in scenarios.own:
             api, sql = single(s)
+            own[s.workers] = api
             print(single_row(s.workers, api, sql), flush=True)
             if s.workers == TARGET_CONCURRENCY:
                 at_target = ratio(api, sql)
@@ -735,6 +737,34 @@ def run(args: argparse.Namespace, url: URL, server_description: str) -> None:
         print()
         report_answers(singles, batches, server, sql_total)
     check_aggregates(url, scenarios.api_job_ids())
+    measure_ceiling(url, fixture, scenarios.own, own)
+
+
+def measure_ceiling(
+    url: URL, fixture: Fixture, plans: list[Scenario[PlannedEvent]], api: dict[int, Measurement]
+) -> None:
+    """The same single-event load on an empty route of the same shape: what one uvicorn worker
+    of this framework can answer at all, whatever the route does."""
+    print(
+        "\nthe framework's ceiling: the same load on an empty route of the same shape "
+        "(benchmarks/empty_app.py, no database), served the same way"
+    )
+    print("workers  empty req/s   p50 ms   p95 ms   API/empty")
+    tally = Tally()
+    with serve(url, "benchmarks.empty_app:app") as server:
+        for s in plans:
+            events = sum(len(items) for items in s.api)
+            empty = measure(
+                s.api, lambda: api_client(server.base_url, fixture.api_key), post_event, events
+            )
+            tally.merge(empty.tally)
+            print(
+                f"{s.workers:7d}  {empty.rate:11.1f} {empty.latency_ms(0.5):8.2f} "
+                f"{empty.latency_ms(0.95):8.2f}   {api[s.workers].rate / empty.rate:9.2f}",
+                flush=True,
+            )
+    for problem, count in sorted(tally.problems.items()):
+        print(f"PROBLEM (empty route) {problem}: {count} times; first: {tally.samples[problem][0]}")
 
 
 def stop_on_sigterm(signum: int, frame: object) -> None:
