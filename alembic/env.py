@@ -29,11 +29,12 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     config.setup()
-    # Its own connection, without the statement timeout meant for requests: a migration may
-    # rewrite or index a large table.
+    # Its own connection, with no statement timeout (neither the requests' nor one set on the
+    # database role): a migration may rewrite or index a large table.
     database = Database(
         config.database.url,
         null_pool=True,
+        statement_timeout_ms=0,
         connect_timeout_s=config.settings.db_connect_timeout_s,
     )
     try:

@@ -19,7 +19,7 @@ class Database:
         null_pool: bool = False,
         pool_size: int = 5,
         max_overflow: int = 10,
-        statement_timeout_ms: int = 0,
+        statement_timeout_ms: int | None = None,
         connect_timeout_s: int | None = None,
     ) -> None:
         connect_args: dict[str, Any] = {"application_name": "tracker"}
@@ -28,7 +28,7 @@ class Database:
         # Timestamps come back in UTC whatever the server's default time zone. No JIT: compiling
         # an analytics query took longer than running it (0.5 s of 2 s on a year of data).
         options = ["-c timezone=UTC", "-c jit=off"]
-        if statement_timeout_ms:
+        if statement_timeout_ms is not None:  # else the server's (or the role's) setting
             options.append(f"-c statement_timeout={statement_timeout_ms}")
         connect_args["options"] = " ".join(options)
 

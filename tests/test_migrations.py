@@ -1,6 +1,7 @@
 """Migrations on a scratch database: up, down to nothing, up again, and no drift from the models."""
 
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import URL
 
 from app.models import Base
 from tests.support import database_env, run_python, scratch_database
@@ -14,15 +15,29 @@ def table_names(url_env: dict[str, str]) -> set[str]:
         engine.dispose()
 
 
+def set_database_statement_timeout(url: URL, value: str) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(
+                text(f'ALTER DATABASE "{url.database}" SET statement_timeout = {value}')
+            )
+    finally:
+        engine.dispose()
+
+
 def test_upgrade_downgrade_upgrade_and_no_drift() -> None:
     model_tables = set(Base.metadata.tables)
     with scratch_database() as url:
         env = database_env(url)
 
-        # The requests' statement timeout is not the migrations': at 1 ms nothing would pass.
+        # Neither the requests' statement timeout nor one set on the database (or the role)
+        # applies to migrations: at 1 ms nothing would pass.
+        set_database_statement_timeout(url, "1")
         upgraded = run_python(
             "-m", "alembic", "upgrade", "head", env={**env, "DB_STATEMENT_TIMEOUT_MS": "1"}
         )
+        set_database_statement_timeout(url, "DEFAULT")
         assert upgraded.returncode == 0, upgraded.stderr
         assert table_names(env) == model_tables
 

@@ -3,7 +3,9 @@
 The database counts values per bucket, a hash aggregate that scales to millions of rows, instead
 of sorting them. A bucket spans [b, b * GAMMA); the value it answers for is 2b * GAMMA /
 (1 + GAMMA), within RELATIVE_ACCURACY of anything in it. So a quantile read from the counts is
-within RELATIVE_ACCURACY (0.5%) of the exact one, or within RESOLUTION of it near zero.
+within RELATIVE_ACCURACY (0.5%) of the exact one, or within RESOLUTION of it near zero. That holds
+when the two values it is interpolated between have one sign; between a negative and a positive
+one, the error is within RELATIVE_ACCURACY of the larger of them.
 """
 
 import math

@@ -160,7 +160,8 @@ class JobStepCompletion(Base):
     completed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     points: Mapped[int] = mapped_column(Integer)
     cost: Mapped[Decimal] = mapped_column(Money)
-    # The job's creation time (it never changes), so the funnel needs no join with jobs.
+    # A copy of the job's creation time, so the funnel needs no join with jobs: nothing may
+    # change a job's created_at once it has completions or errors.
     job_created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The time from the job's previous completed step (by completion time, then step order), or
     # from its creation, to this one; kept right by `apply_events` whatever the arrival order.
@@ -197,7 +198,7 @@ class JobStepError(Base):
     error_count: Mapped[int] = mapped_column(Integer)
     first_error_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_error_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    job_created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    job_created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # as above
     # Whether the job has completed the step too (a retry that succeeded), kept by
     # `apply_events`: jobs that failed at a step and never completed it still reached it.
     step_completed: Mapped[bool] = mapped_column(Boolean, server_default=false())

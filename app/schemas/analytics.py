@@ -49,7 +49,9 @@ class StepAnalytics(Schema):
     )
     median_seconds: float | None = Field(
         description="Median time from the job's previous completed step (or its creation) to "
-        "this step's completion; estimated within 0.5% (or 1 ms) of the exact value."
+        "this step's completion; estimated within 0.5% (or 1 ms) of the exact value (when "
+        "the times around it have one sign: only a client clock behind the server's makes a "
+        "time negative)."
     )
     p95_seconds: float | None = Field(
         description="95th percentile of the same time, estimated the same way."

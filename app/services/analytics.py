@@ -8,6 +8,7 @@ completion of each step (`job_step_completions`) and the errors counted per step
 
 import enum
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, cast, func, select, true, tuple_
@@ -91,19 +92,17 @@ def period_starts(start: datetime, end: datetime, interval: Interval) -> list[da
     return starts
 
 
-def _customer_scope(
-    session: Session,
-    caller: Caller,
-    customer_id: int | None,
-    column: InstrumentedAttribute[int] = Job.customer_id,
-) -> ColumnElement[bool]:
-    """A WHERE clause on `column` (a customer id) for what the caller may see, narrowed to
-    `customer_id`, which must be a customer the caller may see."""
+CustomerScope = Callable[[InstrumentedAttribute[int]], ColumnElement[bool]]
+
+
+def _customer_scope(session: Session, caller: Caller, customer_id: int | None) -> CustomerScope:
+    """What the caller may see, narrowed to `customer_id` (a customer the caller may see), as a
+    WHERE clause on any customer id column."""
     if customer_id is None:
-        return caller.customer_filter(column)
+        return caller.customer_filter
     if not caller.can_see_customer(customer_id) or session.get(Customer, customer_id) is None:
         raise NotFound(f"Customer {customer_id} not found")
-    return column == customer_id
+    return lambda column: column == customer_id
 
 
 def job_analytics(
@@ -130,7 +129,7 @@ def job_analytics(
         )
         .join(JobConfiguration, JobConfiguration.id == Job.configuration_id)
         .where(
-            _customer_scope(session, caller, customer_id),
+            _customer_scope(session, caller, customer_id)(Job.customer_id),
             Job.created_at >= start,
             Job.created_at < end,
             JobConfiguration.tag == tag if tag is not None else true(),
@@ -182,6 +181,7 @@ def step_funnel(
     Three aggregates, none of them a sort: the jobs, the completions counted by step and by
     bucket of their time (`quantiles`), and the errors counted by step."""
     check_range(start, end)
+    customer_scope = _customer_scope(session, caller, customer_id)
     configuration = get_configuration(session, tag=tag, version=version)
     completion, error = JobStepCompletion, JobStepError
 
@@ -190,7 +190,7 @@ def step_funnel(
             table.configuration_id == configuration.id,
             table.job_created_at >= start,
             table.job_created_at < end,
-            _customer_scope(session, caller, customer_id, table.customer_id),
+            customer_scope(table.customer_id),
         ]
 
     jobs = session.scalar(
@@ -200,7 +200,7 @@ def step_funnel(
             Job.configuration_id == configuration.id,
             Job.created_at >= start,
             Job.created_at < end,
-            _customer_scope(session, caller, customer_id),
+            customer_scope(Job.customer_id),
         )
     )
     bucket = bucket_key(completion.seconds_since_previous).label("bucket")

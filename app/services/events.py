@@ -5,6 +5,10 @@ One mechanism serves a single event and a batch of a thousand: `apply_events` ch
 before it writes anything, stores the accepted ones in one INSERT, records step completions in one
 upsert and the errors of each step in another, works out in memory which errors the new events
 resolve (in arrival order), and writes each job's row once.
+
+For the steps funnel it also keeps, without reading events: each completion's seconds since the
+job's previous one (worked out as it is inserted; one window UPDATE re-times the jobs whose steps
+arrived late or moved), and whether each step that had errors was completed too.
 """
 
 from collections import defaultdict
@@ -12,7 +16,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError, model_validator
@@ -217,8 +220,7 @@ def _store(session: Session, accepted: Sequence[_Accepted]) -> None:
     latest = _latest_completion_times(session, completions.moved_earlier)
     errored = _record_errors(session, accepted, now)
     _mark_completed_errors(
-        session,
-        errored | {job_id for job_id, _ in completions.first if errors_before[job_id]},
+        session, errored | {job_id for job_id, _ in completions.first if errors_before[job_id]}
     )
     for items in by_job.values():
         _update_job(session, items, completions, latest, now)
@@ -241,19 +243,10 @@ _UPSERT_COMPLETION = _insert_completion.on_conflict_do_update(
 
 @dataclass(frozen=True)
 class _Completions:
-    first: dict[tuple[int, int], datetime]  # (job, step) completed for the first time: when
+    first: set[tuple[int, int]]  # (job, step) pairs completed for the first time
+    newest: dict[int, datetime]  # per job, the latest of those first completions
     moved_earlier: set[int]  # jobs with a step now completed at an earlier time than stored
     untimed: set[int]  # jobs whose completions _time_completions must time again
-
-    @cached_property
-    def _first_by_job(self) -> dict[int, list[datetime]]:
-        by_job: dict[int, list[datetime]] = defaultdict(list)
-        for (job_id, _), at in self.first.items():
-            by_job[job_id].append(at)
-        return by_job
-
-    def first_times(self, job_id: int) -> list[datetime]:
-        return self._first_by_job.get(job_id, [])
 
 
 def _record_completions(
@@ -276,7 +269,7 @@ def _record_completions(
         if current is None or _occurred_at(item, now) < _occurred_at(current, now):
             earliest[key] = item
     if not earliest:
-        return _Completions({}, set(), set())
+        return _Completions(set(), {}, set(), set())
 
     by_job: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
     for job_id, step_id in earliest:
@@ -313,19 +306,18 @@ def _record_completions(
         ],
     ).all()
     # Rows not returned: completed before, at an earlier time. False: completed before, now at
-    # an earlier time. True: completed for the first time. Either of the first two leaves the
-    # times of the job's new completions to be worked out again.
-    first = {
-        (job_id, step_id): _occurred_at(earliest[(job_id, step_id)], now)
-        for job_id, step_id, inserted in rows
-        if inserted
-    }
-    untimed |= {job_id for job_id, step_id in earliest if (job_id, step_id) not in first}
-    return _Completions(
-        first=first,
-        moved_earlier={job_id for job_id, _, inserted in rows if not inserted},
-        untimed=untimed,
-    )
+    # an earlier time. True: completed for the first time.
+    first = {(job_id, step_id) for job_id, step_id, inserted in rows if inserted}
+    moved_earlier = {job_id for job_id, _, inserted in rows if not inserted}
+    newest: dict[int, datetime] = {}
+    for job_id, step_id in first:
+        at = _occurred_at(earliest[(job_id, step_id)], now)
+        newest[job_id] = max(at, newest.get(job_id, at))
+    # A step completed before, in the chain of a job's new completions, puts those after it
+    # wrong. (One that moved earlier is before the job's latest: untimed already.)
+    repeated = {job_id for job_id, step_id in earliest if (job_id, step_id) not in first}
+    untimed |= repeated & newest.keys()
+    return _Completions(first, newest, moved_earlier, untimed)
 
 
 def _occurred_at(item: _Accepted, now: datetime) -> datetime:
@@ -485,11 +477,11 @@ def _update_job(
     job.started_at = job.started_at or now
     job.last_event_at = now
     job.steps_completed = steps_done
-    new_times = completions.first_times(job.id)
     if job.id in latest:
         job.last_step_completed_at = latest[job.id]
-    elif new_times:
-        job.last_step_completed_at = max([*new_times, job.last_step_completed_at or new_times[0]])
+    elif job.id in completions.newest:
+        newest = completions.newest[job.id]
+        job.last_step_completed_at = max(newest, job.last_step_completed_at or newest)
     if steps_done == job.step_count:
         # Completed when its last step was, by the steps' (earliest) completion times.
         job.completed_at = job.last_step_completed_at

@@ -54,8 +54,10 @@ def test_quantiles_are_within_the_stated_accuracy_of_percentile_cont(
     ordered = sorted(values)
     for fraction, estimate, truth in zip(FRACTIONS, estimates, exact(db, values), strict=True):
         position = fraction * (len(ordered) - 1)
-        neighbours = ordered[math.floor(position)], ordered[math.ceil(position)]
-        bound = RELATIVE_ACCURACY * max(abs(v) for v in neighbours) + RESOLUTION
+        low, high = ordered[math.floor(position)], ordered[math.ceil(position)]
+        # Within the accuracy of the exact value, or of the larger neighbour across zero.
+        scale = abs(truth) if low * high >= 0 else max(abs(low), abs(high))
+        bound = RELATIVE_ACCURACY * scale + RESOLUTION
         assert estimate is not None
         assert abs(estimate - truth) <= bound * (1 + 1e-9), (fraction, estimate, truth)
 
