@@ -1,9 +1,13 @@
 """Migrations on a scratch database: up, down to nothing, up again, and no drift from the models."""
 
+import importlib.util
+
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 
-from app.models import Base
+from app.models import Base, JobStepCompletion
+from root import ROOT_DIR
 from tests.support import database_env, run_python, scratch_database
 
 
@@ -52,3 +56,21 @@ def test_upgrade_downgrade_upgrade_and_no_drift() -> None:
         check = run_python("-m", "alembic", "check", env=env)
         assert check.returncode == 0, check.stdout + check.stderr
         assert "No new upgrade operations detected" in check.stdout + check.stderr
+
+
+def test_the_funnel_migration_buckets_times_as_the_model_does() -> None:
+    path = (
+        ROOT_DIR
+        / "alembic/versions/2026_11_27_b7d41e09a2c3_time_step_completions_for_the_funnel.py"
+    )
+    spec = importlib.util.spec_from_file_location("funnel_migration", path)
+    assert spec is not None
+    assert spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    computed = JobStepCompletion.__table__.c.seconds_bucket.computed
+    assert computed is not None
+    rendered = computed.sqltext.compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+    assert str(rendered) == migration.SECONDS_BUCKET

@@ -45,6 +45,14 @@ LAST_COMPLETIONS = """
     WHERE j.id = latest.job_id
 """
 
+# app.internal.quantiles.bucket_key of the seconds, as the model renders it.
+SECONDS_BUCKET = (
+    "CASE WHEN (abs(seconds_since_previous) < 0.001) THEN 0 "
+    "ELSE CAST(sign(seconds_since_previous) * (floor(ln(abs(seconds_since_previous) / "
+    "CAST(0.001 AS DOUBLE PRECISION)) / CAST(0.010000083334583179 AS DOUBLE PRECISION)) + 1) "
+    "AS INTEGER) END"
+)
+
 MARK_ERRORS = """
     UPDATE job_step_errors AS e
     SET job_created_at = j.created_at,
@@ -61,6 +69,10 @@ def upgrade() -> None:
     timestamp = sa.DateTime(timezone=True)
     op.add_column("job_step_completions", sa.Column("job_created_at", timestamp))
     op.add_column("job_step_completions", sa.Column("seconds_since_previous", sa.Double()))
+    op.add_column(
+        "job_step_completions",
+        sa.Column("seconds_bucket", sa.Integer(), sa.Computed(SECONDS_BUCKET, persisted=True)),
+    )
     op.add_column("job_step_errors", sa.Column("job_created_at", timestamp))
     op.add_column(
         "job_step_errors",
@@ -72,6 +84,7 @@ def upgrade() -> None:
     op.execute(MARK_ERRORS)
     op.alter_column("job_step_completions", "job_created_at", nullable=False)
     op.alter_column("job_step_completions", "seconds_since_previous", nullable=False)
+    op.alter_column("job_step_completions", "seconds_bucket", nullable=False)
     op.alter_column("job_step_errors", "job_created_at", nullable=False)
     for table in ("job_step_completions", "job_step_errors"):
         op.create_index(
@@ -88,6 +101,7 @@ def downgrade() -> None:
         op.drop_index(op.f(f"ix_{table}_configuration_id_job_created_at"), table_name=table)
     op.drop_column("job_step_errors", "step_completed")
     op.drop_column("job_step_errors", "job_created_at")
+    op.drop_column("job_step_completions", "seconds_bucket")
     op.drop_column("job_step_completions", "seconds_since_previous")
     op.drop_column("job_step_completions", "job_created_at")
     op.drop_column("jobs", "last_step_completed_at")

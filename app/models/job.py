@@ -17,11 +17,13 @@ from sqlalchemy import (
     Numeric,
     String,
     false,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from app.internal.quantiles import bucket_key
 from app.models.base import Base, IdMixin, TimestampMixin
 from app.models.job_configuration import JobConfiguration, Money
 
@@ -166,6 +168,10 @@ class JobStepCompletion(Base):
     # The time from the job's previous completed step (by completion time, then step order), or
     # from its creation, to this one; kept right by `apply_events` whatever the arrival order.
     seconds_since_previous: Mapped[float] = mapped_column(Double)
+    # Its bucket in the funnel's histogram of times (app.internal.quantiles), kept by PostgreSQL.
+    seconds_bucket: Mapped[int] = mapped_column(
+        Integer, Computed(bucket_key(literal_column("seconds_since_previous")), persisted=True)
+    )
 
 
 class JobStepError(Base):

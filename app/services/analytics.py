@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, cast, func, select, true, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.internal.errors import InvalidInput, NotFound
-from app.internal.quantiles import bucket_key, quantiles
+from app.internal.quantiles import quantiles
 from app.models import (
     Customer,
     Job,
@@ -203,12 +203,11 @@ def step_funnel(
             customer_scope(Job.customer_id),
         )
     )
-    bucket = bucket_key(completion.seconds_since_previous).label("bucket")
     timings: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for step_id, key, count in session.execute(
-        select(completion.step_id, bucket, func.count())
+        select(completion.step_id, completion.seconds_bucket, func.count())
         .where(*scoped(completion))
-        .group_by(completion.step_id, bucket)
+        .group_by(completion.step_id, completion.seconds_bucket)
     ):
         timings[step_id].append((key, count))
     errors = {
