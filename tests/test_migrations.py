@@ -3,10 +3,10 @@
 import importlib.util
 
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 
 from app.models import Base, JobStepCompletion
+from config import config
 from root import ROOT_DIR
 from tests.support import database_env, run_python, scratch_database
 
@@ -71,6 +71,6 @@ def test_the_funnel_migration_buckets_times_as_the_model_does() -> None:
     computed = JobStepCompletion.__table__.c.seconds_bucket.computed
     assert computed is not None
     rendered = computed.sqltext.compile(
-        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+        dialect=config.database.engine.dialect, compile_kwargs={"literal_binds": True}
     )
     assert str(rendered) == migration.SECONDS_BUCKET
