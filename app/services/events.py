@@ -213,8 +213,7 @@ def _store(session: Session, accepted: Sequence[_Accepted]) -> None:
     by_job: dict[int, list[_Accepted]] = defaultdict(list)
     for item in accepted:
         by_job[item.job.id].append(item)
-    jobs = [items[0].job for items in by_job.values()]
-    errors_before = {job.id: job.error_count for job in jobs}
+    errors_before = {job_id: items[0].job.error_count for job_id, items in by_job.items()}
     completions = _record_completions(session, accepted, now)
     _time_completions(session, completions.untimed)
     latest = _latest_completion_times(session, completions.moved_earlier)
