@@ -131,7 +131,27 @@ class Job(IdMixin, TimestampMixin, Base):
         return self.configuration.version
 
 
-class JobStepCompletion(Base):
+class JobStepMixin:
+    """The key of a record about one step of one job, with the job's customer, configuration
+    version and creation time copied, so that billing and analytics need no join with jobs."""
+
+    job_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    step_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("job_configuration_steps.id", ondelete="RESTRICT"), primary_key=True
+    )
+    customer_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("customers.id", ondelete="RESTRICT")
+    )
+    configuration_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("job_configurations.id", ondelete="RESTRICT")
+    )
+    # Nothing may change a job's created_at once it has completions or errors.
+    job_created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JobStepCompletion(JobStepMixin, Base):
     """The first completion of one step of one job: what billing counts."""
 
     __tablename__ = "job_step_completions"
@@ -146,25 +166,10 @@ class JobStepCompletion(Base):
         ),
     )
 
-    job_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
-    step_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("job_configuration_steps.id", ondelete="RESTRICT"), primary_key=True
-    )
-    customer_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("customers.id", ondelete="RESTRICT")
-    )
-    configuration_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("job_configurations.id", ondelete="RESTRICT")
-    )
     event_id: Mapped[int] = mapped_column(BigInteger)
     completed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     points: Mapped[int] = mapped_column(Integer)
     cost: Mapped[Decimal] = mapped_column(Money)
-    # A copy of the job's creation time, so the funnel needs no join with jobs: nothing may
-    # change a job's created_at once it has completions or errors.
-    job_created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The time from the job's previous completed step (by completion time, then step order), or
     # from its creation, to this one; kept right by `apply_events` whatever the arrival order.
     seconds_since_previous: Mapped[float] = mapped_column(Double)
@@ -174,7 +179,7 @@ class JobStepCompletion(Base):
     )
 
 
-class JobStepError(Base):
+class JobStepError(JobStepMixin, Base):
     """The error events that named one step of one job, counted: what analytics read instead of
     the events."""
 
@@ -189,22 +194,9 @@ class JobStepError(Base):
         ),
     )
 
-    job_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
-    step_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("job_configuration_steps.id", ondelete="RESTRICT"), primary_key=True
-    )
-    customer_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("customers.id", ondelete="RESTRICT")
-    )
-    configuration_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("job_configurations.id", ondelete="RESTRICT")
-    )
     error_count: Mapped[int] = mapped_column(Integer)
     first_error_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_error_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    job_created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # as above
     # Whether the job has completed the step too (a retry that succeeded), kept by
     # `apply_events`: jobs that failed at a step and never completed it still reached it.
     step_completed: Mapped[bool] = mapped_column(Boolean, server_default=false())
