@@ -3,14 +3,26 @@
 import importlib.metadata
 import json
 from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from app.models import Customer, User
 from config import config
 from root import root_path
-from tests.factories import create_user, log_in
+from tests.factories import (
+    bearer_token,
+    create_admin,
+    create_configuration,
+    create_customer,
+    create_user,
+    log_in,
+    unique,
+)
+from tests.jobs_support import admin_script, new_job
 from tests.support import run_python
 
 
@@ -93,3 +105,67 @@ def test_every_requirement_is_pinned(name: str) -> None:
     assert lines
     unpinned = [line for line in lines if "==" not in line]
     assert unpinned == []
+
+
+# JSON numbers and booleans are taken as the schema types them: pydantic alone would read `true`
+# as 1, "2" or 2.0 as 2, and 1 or "true" as true.
+LOOSE_TYPES = [
+    ("POST", "/users", {"customer_id": True}, "customer_id"),
+    ("PATCH", "/users/{user}", {"customer_id": "1"}, "customer_id"),
+    ("PATCH", "/users/{user}", {"is_active": 1}, "is_active"),
+    ("PATCH", "/customers/{customer}", {"is_active": "true"}, "is_active"),
+    ("POST", "/jobs", {"version": 1.0}, "version"),
+    ("POST", "/jobs", {"customer_id": True}, "customer_id"),
+    ("POST", "/job-configurations", {"points": True}, "points"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "loose", "field"), LOOSE_TYPES)
+def test_numbers_and_booleans_are_not_guessed_from_other_types(
+    db: Session, client: TestClient, method: str, path: str, loose: dict[str, Any], field: str
+) -> None:
+    admin, customer = create_admin(db), create_customer(db)
+    user = create_user(db, customer=customer)
+    configuration = create_configuration(db)
+    valid: dict[str, dict[str, Any]] = {
+        "/users": {"email": f"{unique('loose')}@example.com", "first_name": "A", "last_name": "B",
+                   "password": "a-long-password", "role": "client", "customer_id": customer.id},
+        "/users/{user}": {},
+        "/customers/{customer}": {},
+        "/jobs": {"provider_job_id": unique("loose"), "tag": configuration.tag,
+                  "customer_id": customer.id},
+        "/job-configurations": {"tag": unique("loose"), "name": "Loose", "steps": [
+            {"tag": "only", "name": "Only", "points": 1, "cost": "0.5"}]},
+    }  # fmt: skip
+    body = valid[path]
+    if path == "/job-configurations":
+        body["steps"][0].update(loose)
+    else:
+        body.update(loose)
+    url = path.format(user=user.id, customer=customer.id)
+    response = client.request(method, url, json=body, headers=bearer_token(client, admin))
+    assert response.status_code == 422, response.text
+    assert field in response.text
+    db.expire_all()
+    assert db.get_one(User, user.id).customer_id == customer.id
+    assert db.get_one(Customer, customer.id).is_active
+
+
+def test_a_batch_item_with_a_loose_job_id_is_rejected_alone(
+    db: Session, client: TestClient
+) -> None:
+    script = admin_script(db, client)
+    customer = create_customer(db)
+    configuration = create_configuration(db, steps=[("only", 1, Decimal("0.5"))])
+    job = new_job(script, configuration, customer.id)
+    step = "only"
+    answer = script.post(
+        "/events/batch",
+        {"events": [{"job_id": True, "kind": "step", "name": step},
+                    {"job_id": job["id"], "kind": "step", "name": step}]},
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    first, second = answer.json()["results"]
+    assert first["result"] == "rejected"
+    assert "job_id" in first["reason"]
+    assert second["result"] == "created"

@@ -1,5 +1,7 @@
 from datetime import datetime
 
+from pydantic import StrictBool
+
 from app.schemas.base import Schema
 from app.schemas.fields import CustomerName
 
@@ -14,7 +16,7 @@ class CustomerCreate(CustomerBase):
 
 class CustomerUpdate(Schema):
     name: CustomerName | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
 
 
 class CustomerPublic(CustomerBase):

@@ -2,7 +2,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StrictInt, StringConstraints, model_validator
 
 from app.models import EventKind, JobStatus
 from app.schemas.base import Schema
@@ -21,8 +21,10 @@ class JobBase(Schema):
 
 class JobCreate(JobBase):
     tag: Tag = Field(description="The job configuration's tag.")
-    version: int | None = Field(default=None, ge=1, description="Default: the latest version.")
-    customer_id: int | None = Field(
+    version: StrictInt | None = Field(
+        default=None, ge=1, description="Default: the latest version."
+    )
+    customer_id: StrictInt | None = Field(
         default=None, description="Required for admins; a client's job is for its own customer."
     )
 

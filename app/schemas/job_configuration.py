@@ -4,7 +4,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, Field, StrictInt, StringConstraints
 from pydantic.config import JsonDict
 
 from app.schemas.base import Schema
@@ -36,7 +36,7 @@ def _cost_json_schema(schema: JsonDict) -> None:
 
 
 Points = Annotated[
-    int, Field(ge=1, le=1_000_000, description="The step's weight in the job's progress.")
+    StrictInt, Field(ge=1, le=1_000_000, description="The step's weight in the job's progress.")
 ]
 Cost = Annotated[
     Decimal,

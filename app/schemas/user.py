@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, StrictInt, model_validator
 
 from app.models import Role
 from app.schemas.base import Schema
@@ -21,7 +21,7 @@ class UserCreate(UserBase):
         default=None, description="Sign-up only: the organisation to create for this user."
     )
     role: Role | None = Field(default=None, description="Admins only.")
-    customer_id: int | None = Field(default=None, description="Admins only.")
+    customer_id: StrictInt | None = Field(default=None, description="Admins only.")
 
 
 class UserUpdateMe(Schema):
@@ -43,8 +43,8 @@ class UserUpdate(Schema):
     first_name: Name | None = None
     last_name: Name | None = None
     role: Role | None = None
-    customer_id: int | None = None
-    is_active: bool | None = None
+    customer_id: StrictInt | None = None
+    is_active: StrictBool | None = None
 
 
 class UserPublic(UserBase):

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import TypeAdapter, ValidationError, model_validator
+from pydantic import StrictInt, TypeAdapter, ValidationError, model_validator
 from sqlalchemy import Boolean, Double, cast, func, literal_column, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -542,7 +542,7 @@ def list_events(
 class BatchEventIn(EventCreate):
     """One event of a batch: its job by `job_id` or by `provider_job_id` (exactly one)."""
 
-    job_id: int | None = None
+    job_id: StrictInt | None = None
     provider_job_id: ProviderJobId | None = None
 
     @model_validator(mode="after")
