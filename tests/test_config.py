@@ -210,11 +210,13 @@ def test_null_pool_keeps_no_connection() -> None:
         database.dispose()
 
 
-def test_every_connection_has_the_statement_timeout() -> None:
+def test_every_connection_has_the_statement_timeout_utc_and_no_jit() -> None:
     database = Database(config.database.url, statement_timeout_ms=1234)
     try:
         with database.engine.connect() as connection:
             assert connection.execute(text("SHOW statement_timeout")).scalar() == "1234ms"
+            assert connection.execute(text("SHOW timezone")).scalar() == "UTC"
+            assert connection.execute(text("SHOW jit")).scalar() == "off"
     finally:
         database.dispose()
 
