@@ -19,7 +19,13 @@ from typing import Any, Literal
 import httpx
 
 from trackerapi.courier import Courier, ErrorCallback
-from trackerapi.errors import ApiError, ConfigurationError, EventRejected, TrackerUnavailable
+from trackerapi.errors import (
+    ApiError,
+    ConfigurationError,
+    EventRejected,
+    TrackerError,
+    TrackerUnavailable,
+)
 from trackerapi.models import (
     ConfigFile,
     Event,
@@ -195,9 +201,10 @@ class Tracker:
             if not self._courier.deliver([("event", content)]):
                 self._raise_if_strict(f"event {event.event_id} was spooled")
             return None
+        own = json.dumps(event.body(with_job=False), separators=(",", ":"), ensure_ascii=False)
         try:
             response = self._transport.request(
-                "POST", f"/jobs/{job_id}/events", content=content.encode(), headers=JSON_HEADERS,
+                "POST", f"/jobs/{job_id}/events", content=own.encode(), headers=JSON_HEADERS,
                 retry=self._courier.retry_policy(),
             )  # fmt: skip
         except ApiError as error:
@@ -368,13 +375,19 @@ class Job:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is not None and not _is_clean_exit(exc):
-            self.error(
-                f"{exc_type.__name__ if exc_type else 'Exception'}: {exc}"[:MAX_MESSAGE],
-                metadata=_exception_metadata(exc),
-            )
-        if self.mode == "background":
-            self.flush(timeout=self.tracker.exit_timeout)
+        try:
+            if exc is not None and not _is_clean_exit(exc):
+                self.error(
+                    f"{exc_type.__name__ if exc_type else 'Exception'}: {exc}"[:MAX_MESSAGE],
+                    metadata=_exception_metadata(exc),
+                )
+            if self.mode == "background":
+                self.flush(timeout=self.tracker.exit_timeout)
+        except TrackerError as error:
+            if exc is None:
+                raise
+            # The block's own exception matters more than the report of it.
+            logger.warning("could not report %r for job %s: %s", exc, self.provider_job_id, error)
 
 
 def _is_clean_exit(exc: BaseException) -> bool:

@@ -142,14 +142,13 @@ class Event:
     message: str | None = None
     metadata: dict[str, Any] | None = None
 
-    def body(self) -> dict[str, Any]:
-        """The event as an item of `POST /events/batch`."""
-        body: dict[str, Any] = {
-            "provider_job_id": self.provider_job_id,
-            "kind": self.kind,
-            "event_id": self.event_id,
-            "occurred_at": self.occurred_at.isoformat(),
-        }
+    def body(self, *, with_job: bool = True) -> dict[str, Any]:
+        """The event as an item of `POST /events/batch` (`with_job`), or as the body of
+        `POST /jobs/{id}/events`."""
+        body: dict[str, Any] = {"provider_job_id": self.provider_job_id} if with_job else {}
+        body.update(
+            kind=self.kind, event_id=self.event_id, occurred_at=self.occurred_at.isoformat()
+        )
         if self.name is not None:
             body["name"] = self.name
         if self.message is not None:
