@@ -15,8 +15,16 @@ from tests.client.support import PIPELINE_STEPS, Account, ApiServer
 from trackerapi import Rejection, Tracker
 
 TAGS = [tag for tag, _, _ in PIPELINE_STEPS]
-COMPARED = ("status", "progress", "completed_points", "steps_completed", "cost", "event_count",
-            "error_count", "unresolved_error_count")  # fmt: skip
+COMPARED = (
+    "status",
+    "progress",
+    "completed_points",
+    "steps_completed",
+    "cost",
+    "event_count",
+    "error_count",
+    "unresolved_error_count",
+)
 
 
 def plan(rng: random.Random, count: int) -> list[tuple[str, str | None, str | None]]:
@@ -39,8 +47,9 @@ def test_five_thousand_background_events_end_as_if_sent_one_by_one(
     rng = random.Random(11)
     plans = [plan(rng, 100) for _ in range(50)]
     rejections: list[Rejection] = []
-    tracker = Tracker(account.api_key, api_server.base_url, spool=spool_file,
-                      on_error=rejections.append)  # fmt: skip
+    tracker = Tracker(
+        account.api_key, api_server.base_url, spool=spool_file, on_error=rejections.append
+    )
     run = uuid.uuid4().hex[:8]
     jobs = [tracker.job(f"bg-{run}-{n}", tag=account.tag) for n in range(50)]
     # Interleaved across jobs, as a script running them side by side would send them.
@@ -60,8 +69,9 @@ def test_five_thousand_background_events_end_as_if_sent_one_by_one(
 
     with account.reader(api_server.base_url) as reader:
         for n, events in enumerate(plans):
-            one_by_one = reader.post("/jobs", json={"provider_job_id": f"seq-{run}-{n}",
-                                                    "tag": account.tag}).json()  # fmt: skip
+            one_by_one = reader.post(
+                "/jobs", json={"provider_job_id": f"seq-{run}-{n}", "tag": account.tag}
+            ).json()
             for kind, step, message in events:
                 body: dict[str, Any] = {"kind": kind, "name": step, "message": message}
                 answer = reader.post(f"/jobs/{one_by_one['id']}/events", json=body)
@@ -86,10 +96,12 @@ def test_a_script_that_queues_events_and_exits_at_once_delivers_them_all(
             job.info(f"note {{n}}")
         # no flush, no close: the interpreter exits with 300 events queued
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT_DIR, capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT_DIR, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
-    with httpx.Client(base_url=api_server.base_url, headers={"X-API-Key": account.api_key},
-                      timeout=30) as reader:  # fmt: skip
+    with httpx.Client(
+        base_url=api_server.base_url, headers={"X-API-Key": account.api_key}, timeout=30
+    ) as reader:
         job = reader.get(f"/jobs/by-provider-id/{provider_id}").json()
     assert job["event_count"] == 300

@@ -45,8 +45,11 @@ def test_a_job_block_reports_its_steps_and_follows_the_servers_state(
             job.step(tag)
         job.info("halfway")
     halfway = server_job(account, api_server, job.id)
-    assert (job.status, job.progress, job.cost) == ("running", halfway["progress"],
-                                                    Decimal(halfway["cost"]))  # fmt: skip
+    assert (job.status, job.progress, job.cost) == (
+        "running",
+        halfway["progress"],
+        Decimal(halfway["cost"]),
+    )
     assert halfway["steps_completed"] == 10
     assert halfway["event_count"] == 11
 
@@ -66,9 +69,15 @@ def test_an_exception_in_the_block_is_reported_fails_the_job_and_is_raised_again
     api_server: ApiServer, account: Account, spool_file: Path
 ) -> None:
     tracker = Tracker(account.api_key, api_server.base_url, spool=spool_file)
-    with pytest.raises(ZeroDivisionError), tracker.job(job_id(), tag=account.tag) as job:
-        job.step(TAGS[0])
-        1 / 0  # noqa: B018
+    job = tracker.job(job_id(), tag=account.tag)
+
+    def pipeline() -> None:
+        with job:
+            job.step(TAGS[0])
+            1 / 0  # noqa: B018
+
+    with pytest.raises(ZeroDivisionError):
+        pipeline()
     server = server_job(account, api_server, job.id)
     assert server["status"] == "failed"
     assert job.status == "failed"
@@ -105,12 +114,15 @@ def test_background_rejections_go_to_on_error_item_by_item(
         bad = job.step("no-such-step")
         job.step(TAGS[1])
         worse = job.info("x" * 5000)
-    assert [rejection.body["event_id"] for rejection in rejections] == [bad.event_id,
-                                                                        worse.event_id]  # fmt: skip
+    assert [rejection.body["event_id"] for rejection in rejections] == [
+        bad.event_id,
+        worse.event_id,
+    ]
     assert "Unknown step 'no-such-step'" in rejections[0].reason
     assert "message" in rejections[1].reason
     assert server_job(account, api_server, job.id)["steps_completed"] == 2
-    assert tracker.spool is not None and tracker.spool.count() == 0
+    assert tracker.spool is not None
+    assert tracker.spool.count() == 0
     tracker.close()
 
 

@@ -77,8 +77,11 @@ def test_events_spooled_while_the_api_is_down_are_stored_once_in_order_by_tracke
 
 
 def retry_delays(records: list[logging.LogRecord]) -> list[float]:
-    return [record.__dict__["trackerapi_delay"] for record in records
-            if "trackerapi_delay" in record.__dict__]  # fmt: skip
+    return [
+        record.__dict__["trackerapi_delay"]
+        for record in records
+        if "trackerapi_delay" in record.__dict__
+    ]
 
 
 def test_the_apis_503_retry_after_is_waited_for_then_the_job_is_spooled(
@@ -98,10 +101,16 @@ def test_the_apis_503_retry_after_is_waited_for_then_the_job_is_spooled(
             job = tracker.job("retry-after-503", tag=account.tag)
         assert job.state is None
         assert retry_delays(records) == [1.0, 1.0]
-        assert tracker.spool is not None and tracker.spool.count(server.base_url) == 1
+        assert tracker.spool is not None
+        assert tracker.spool.count(server.base_url) == 1
         with pytest.raises(TrackerUnavailable, match="503"):
-            Tracker(account.api_key, server.base_url, spool=False, strict=True,
-                    retry=RetryPolicy(attempts=2, backoff=0.001)).job("x", tag=account.tag)  # fmt: skip
+            Tracker(
+                account.api_key,
+                server.base_url,
+                spool=False,
+                strict=True,
+                retry=RetryPolicy(attempts=2, backoff=0.001),
+            ).job("x", tag=account.tag)
         tracker.close(timeout=0)
 
 
@@ -127,7 +136,8 @@ def test_the_apis_429_retry_after_is_honoured_never_cut_short(
         tracker.configs.push(
             JobConfig(tag="throttled", name="T", steps=[StepConfig(tag="a", name="A", points=1)])
         )
-    assert caught.value.retry_after is not None and caught.value.retry_after > 30
+    assert caught.value.retry_after is not None
+    assert caught.value.retry_after > 30
     assert "429" in str(caught.value)
     assert retry_delays(records) == []
     with pytest.raises(ApiError):  # a plain refusal is not retried either
