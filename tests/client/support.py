@@ -1,0 +1,183 @@
+"""The real API for client tests: uvicorn serving the app against the suite's own test database,
+a TCP proxy that loses answers, and the accounts the client calls with."""
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+
+from app.models import Role
+from config import config
+from root import ROOT_DIR
+from tests.factories import PASSWORD, create_api_key, create_configuration, create_user, unique
+
+# Generous bounds for a loaded machine: they stop a broken run, they time nothing.
+START_TIMEOUT_S = 60.0
+WAIT_S = 60.0
+LOCALHOST = "127.0.0.1"
+PIPELINE_STEPS = tuple((f"step-{n:02d}", n % 5 + 1, Decimal(f"{n}.2500")) for n in range(1, 21))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOCALHOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ApiServer:
+    """uvicorn (one worker) serving the app on a port, started and stopped at will."""
+
+    def __init__(self, database_url: str, port: int | None = None) -> None:
+        self.database_url = database_url
+        self.port = port or free_port()
+        self.base_url = f"http://{LOCALHOST}:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", LOCALHOST]
+        command += ["--port", str(self.port), "--log-level", "warning"]
+        env = {**os.environ, "APP_ENV": "test", "DATABASE_URL": self.database_url}
+        self._process = subprocess.Popen(command, cwd=ROOT_DIR, env=env)
+        give_up = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < give_up:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {self._process.returncode}")
+            try:
+                httpx.get(f"{self.base_url}/health", timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.1)
+            else:
+                return
+        raise RuntimeError("uvicorn did not answer in time")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+
+def test_database_url() -> str:
+    """The database this test run uses, as the configured test settings name it."""
+    return config.database.url.render_as_string(hide_password=False)
+
+
+@contextmanager
+def serving(database_url: str | None = None) -> Iterator[ApiServer]:
+    server = ApiServer(database_url or test_database_url())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class LostAnswerProxy:
+    """Forwards TCP to the API; while `drop_answers` is above zero, the next answer the API
+    sends is thrown away and the caller's connection cut: the request was handled (committed),
+    the caller never learns it."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.drop_answers = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server((LOCALHOST, 0))
+        self.port = self._listener.getsockname()[1]
+        self.base_url = f"http://{LOCALHOST}:{self.port}"
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((LOCALHOST, self.upstream_port))
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+
+    def _take_drop(self) -> bool:
+        with self._lock:
+            if self.drop_answers > 0:
+                self.drop_answers -= 1
+                self.dropped += 1
+                return True
+            return False
+
+    def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
+        try:
+            while True:
+                readable, _, _ = select.select([client, upstream], [], [], 60)
+                if not readable:
+                    return
+                for source in readable:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    if source is upstream and self._take_drop():
+                        return  # the answer is lost with the connection
+                    (upstream if source is client else client).sendall(data)
+        except OSError:
+            return
+        finally:
+            client.close()
+            upstream.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+
+@dataclass
+class Account:
+    """A client user of a customer with an API key, an admin who may push configurations, and
+    the 20-step pipeline configuration; all committed for the server to see."""
+
+    api_key: str
+    customer_id: int
+    admin_email: str
+    admin_key: str
+    tag: str
+
+    def reader(self, base_url: str) -> httpx.Client:
+        """Plain HTTP to check what the server stored."""
+        return httpx.Client(base_url=base_url, headers={"X-API-Key": self.api_key}, timeout=30)
+
+
+def create_account() -> Account:
+    with config.database.SessionLocal() as session:
+        client = create_user(session)
+        admin = create_user(session, role=Role.ADMIN)
+        configuration = create_configuration(session, tag=unique("pipeline"), steps=PIPELINE_STEPS)
+        account = Account(
+            api_key=create_api_key(session, client),
+            customer_id=client.customer_id or 0,
+            admin_email=admin.email,
+            admin_key=create_api_key(session, admin),
+            tag=configuration.tag,
+        )
+        session.commit()
+    return account
+
+
+ADMIN_PASSWORD = PASSWORD
+
+
+def spool_path(directory: Path) -> Path:
+    return directory / "spool.sqlite3"

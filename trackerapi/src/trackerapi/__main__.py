@@ -1,0 +1,5 @@
+import sys
+
+from trackerapi.cli import main
+
+sys.exit(main())

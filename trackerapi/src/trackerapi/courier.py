@@ -1,0 +1,165 @@
+"""Delivery in order: what the spool holds goes first, then what is new; what the API refuses
+for good is reported item by item, never retried; what cannot reach it waits in the spool."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from trackerapi.errors import ApiError, TrackerUnavailable
+from trackerapi.models import Rejection
+from trackerapi.spool import Entry, EntryKind, Spool
+from trackerapi.transport import RetryPolicy, Transport
+
+logger = logging.getLogger("trackerapi")
+
+# Once the API proved unreachable, batches go straight to the spool, and flushes try it once
+# rather than through the whole retry budget, for this long.
+OUTAGE_SECONDS = 30.0
+SINGLE_TRY = RetryPolicy(attempts=1)
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+ErrorCallback = Callable[[Rejection], None]
+
+
+class Courier:
+    """Sends events and job creations through one Transport, with one Spool (or none)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        spool: Spool | None,
+        *,
+        on_error: ErrorCallback | None,
+        max_batch: int,
+        max_batch_bytes: int,
+    ) -> None:
+        self.transport = transport
+        self.spool = spool
+        self.on_error = on_error
+        self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
+        self._drain_lock = threading.Lock()
+        self._down_until = 0.0
+        # Whether anything is known to wait in the spool (checked in the file once, at first use).
+        self._spooled: bool | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.transport.base_url
+
+    @property
+    def in_outage(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def retry_policy(self) -> RetryPolicy | None:
+        """One try during an outage; the configured policy otherwise."""
+        return SINGLE_TRY if self.in_outage else None
+
+    def mark_down(self, error: TrackerUnavailable) -> None:
+        self._down_until = time.monotonic() + OUTAGE_SECONDS
+        logger.warning("the tracker API is unreachable: %s", error)
+
+    def pending(self) -> bool:
+        """Whether the spool holds anything for this API."""
+        if self.spool is None:
+            return False
+        if self._spooled is None:
+            self._spooled = self.spool.count(self.base_url) > 0
+        return self._spooled
+
+    def keep(self, entries: Sequence[tuple[EntryKind, str]]) -> bool:
+        """Put entries in the spool to be sent later; False when there is no spool (lost)."""
+        if self.spool is None:
+            for kind, body in entries:
+                self._report(kind, json.loads(body), "the API is unreachable and no spool is set")
+            return False
+        self.spool.append(self.base_url, entries)
+        self._spooled = True
+        return True
+
+    def deliver(self, entries: Sequence[tuple[EntryKind, str]], *, try_now: bool = True) -> bool:
+        """Send entries after whatever the spool already holds; True when nothing is left
+        waiting. Through the spool, so a batch in flight survives the process dying."""
+        if self.spool is None:
+            try:
+                self._send([Entry(0, kind, body) for kind, body in entries], self.retry_policy())
+            except TrackerUnavailable as error:
+                self.mark_down(error)
+                self.keep(entries)
+                return False
+            return True
+        self.keep(entries)
+        return self.drain() if try_now else False
+
+    def drain(self) -> bool:
+        """Send the spool's entries in order until none is left (True) or the API cannot be
+        reached (False: they stay)."""
+        if self.spool is None:
+            return True
+        with self._drain_lock:
+            while True:
+                group = self._next_group(self.spool.head(self.base_url, self.max_batch))
+                if not group:
+                    self._spooled = False
+                    return True
+                try:
+                    self._send(group, self.retry_policy())
+                except TrackerUnavailable as error:
+                    self.mark_down(error)
+                    logger.warning(
+                        "%d entries wait in the spool %s", self.spool.count(), self.spool.path
+                    )
+                    return False
+                self._down_until = 0.0
+                self.spool.delete(group)
+
+    def _next_group(self, entries: list[Entry]) -> list[Entry]:
+        """The leading job creation alone, or the leading events that fit in one batch."""
+        if not entries or entries[0].kind == "job":
+            return entries[:1]
+        group: list[Entry] = []
+        size = 0
+        for entry in entries:
+            size += len(entry.body) + 1
+            if entry.kind != "event" or (group and size > self.max_batch_bytes):
+                break
+            group.append(entry)
+        return group
+
+    def _send(self, group: Sequence[Entry], retry: RetryPolicy | None) -> None:
+        """Send one job creation, or events as one batch; refusals are reported, not raised."""
+        if group[0].kind == "job":
+            try:
+                self.transport.request(
+                    "POST", "/jobs", content=group[0].body.encode(), headers=JSON_HEADERS,
+                    retry=retry,
+                )  # fmt: skip
+            except ApiError as error:
+                self._report("job", group[0].data(), error.detail)
+            return
+        content = ('{"events":[' + ",".join(entry.body for entry in group) + "]}").encode()
+        try:
+            response = self.transport.request(
+                "POST", "/events/batch", content=content, headers=JSON_HEADERS, retry=retry
+            )
+        except ApiError as error:
+            for entry in group:
+                self._report("event", entry.data(), error.detail)
+            return
+        for result in response.json()["results"]:
+            if result["result"] == "rejected":
+                self._report("event", group[result["index"]].data(), result["reason"])
+
+    def _report(self, kind: EntryKind, body: dict[str, Any], reason: str) -> None:
+        what = f"event {body.get('event_id')} of job {body.get('provider_job_id')}"
+        logger.warning("%s rejected: %s", what if kind == "event" else f"job {body}", reason)
+        if self.on_error is not None:
+            try:
+                self.on_error(Rejection(kind, body, reason))
+            except Exception:
+                logger.exception("the on_error callback raised")
