@@ -91,9 +91,20 @@ def _check_csrf(request: Request, caller: Caller) -> None:
         raise Forbidden(f"Missing or wrong {CSRF_HEADER} header (the token from login)")
 
 
+def _refuse_api_key(request: Request) -> None:
+    """Routes that take no key refuse one, rather than serving the request as if none was sent
+    (anonymously, or with another credential sent alongside)."""
+    if api_key_scheme.model.name in request.headers:
+        raise Forbidden(
+            "This route does not take an X-API-Key: use a session (POST /auth/login) or a "
+            "bearer token (POST /auth/token)"
+        )
+
+
 def _caller_from_token(
     request: Request, response: Response, session: Session, bearer: str | None
 ) -> Caller | None:
+    _refuse_api_key(request)
     token = bearer or request.cookies.get(session_cookie_name())
     if not token:
         return None
