@@ -66,6 +66,26 @@ def request_id_for(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def client_address_for(scope: Scope, *, trusted_proxy_hops: int) -> str:
+    """The address the request came from: the connection's (uvicorn), or the one the Lambda
+    event names (Mangum puts API Gateway's `sourceIp` in the scope); with `trusted_proxy_hops`
+    proxies in front, the address the outermost of them saw, from `X-Forwarded-For`. Entries
+    further left are whatever the client wrote, so they are never read."""
+    client = scope.get("client")
+    # Mangum gives an ALB event's whole X-Forwarded-For: its last entry is the balancer's peer.
+    peer = (client[0] if client else "").rsplit(",", 1)[-1].strip()
+    if trusted_proxy_hops:
+        forwarded = [
+            entry.strip()
+            for header in Headers(scope=scope).getlist("x-forwarded-for")
+            for entry in header.split(",")
+            if entry.strip()
+        ]
+        if forwarded:
+            return forwarded[-min(trusted_proxy_hops, len(forwarded))]
+    return peer
+
+
 def _too_large(limit: int) -> str:
     return (
         f"The request body is larger than {limit} bytes: send less at once "
