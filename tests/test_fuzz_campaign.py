@@ -116,13 +116,14 @@ def _config(directory: Path, auth_lines: str) -> Path:
 def _campaign(
     base_url: str, config_file: Path, headers: dict[str, str], *filters: str
 ) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in the config's directory, where it keeps its cache: each run starts afresh."""
     command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config_file)]
     command += ["run", f"{base_url}/openapi.json", "--phases", "examples,coverage"]
     command += ["--checks", "all", "--workers", "1", "--seed", "16", *filters]
     if "Authorization" in headers:
         command += ["--header", f"Authorization: {headers['Authorization']}"]
     return subprocess.run(
-        command, cwd=ROOT_DIR, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+        command, cwd=config_file.parent, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
     )
 
 
