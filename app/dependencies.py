@@ -16,6 +16,7 @@ from app.cookies import session_cookie_name, set_session_cookie
 from app.internal.errors import DomainError, Forbidden, Unauthorized
 from app.internal.pagination import MAX_LIMIT
 from app.internal.security import csrf_token_matches
+from app.middleware import client_address_for
 from app.models import Scope
 from app.services import api_keys, sessions
 from app.services.access import Caller, require_admin
@@ -91,9 +92,20 @@ def _check_csrf(request: Request, caller: Caller) -> None:
         raise Forbidden(f"Missing or wrong {CSRF_HEADER} header (the token from login)")
 
 
+def _refuse_api_key(request: Request) -> None:
+    """Routes that take no key refuse one, rather than serving the request as if none was sent
+    (anonymously, or with another credential sent alongside)."""
+    if api_key_scheme.model.name in request.headers:
+        raise Forbidden(
+            "This route does not take an X-API-Key: use a session (POST /auth/login) or a "
+            "bearer token (POST /auth/token)"
+        )
+
+
 def _caller_from_token(
     request: Request, response: Response, session: Session, bearer: str | None
 ) -> Caller | None:
+    _refuse_api_key(request)
     token = bearer or request.cookies.get(session_cookie_name())
     if not token:
         return None
@@ -173,6 +185,14 @@ ApiKeyUser = Annotated[Caller, Depends(get_user_from_api_key)]
 # Data routes accept a session or an API key with the right scope.
 Reader = Annotated[Caller, Depends(require_scope(Scope.READ))]
 Ingester = Annotated[Caller, Depends(require_scope(Scope.INGEST))]
+
+
+async def get_client_address(request: Request) -> str:
+    return client_address_for(request.scope, trusted_proxy_hops=config.settings.trusted_proxy_hops)
+
+
+# Where the request came from, for the login throttle.
+ClientAddress = Annotated[str, Depends(get_client_address)]
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
 Cursor = Annotated[

@@ -22,7 +22,7 @@ from app.internal.errors import (
     RateLimited,
     Unauthorized,
 )
-from app.middleware import RequestContextMiddleware
+from app.middleware import RequestContextMiddleware, method_not_allowed
 from app.routers import (
     analytics,
     api_keys,
@@ -72,6 +72,7 @@ if settings.cors_origins:
         allow_headers=["*"],
     )
 app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+app.add_exception_handler(status.HTTP_405_METHOD_NOT_ALLOWED, method_not_allowed)
 
 for router in (
     health.router,

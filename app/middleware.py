@@ -1,14 +1,17 @@
 """Request context: the request id, a bounded body, safe response headers, one access-log line per
-request, and the last-resort 500."""
+request, the last-resort 500, and the 405 that names every method of a path."""
 
 import logging
 import re
 import time
 import uuid
+from http import HTTPMethod
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.log import LOGGER_NAME
@@ -21,6 +24,36 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+# What OWASP's REST Security cheat sheet asks of every API answer, on top of nosniff and no-store:
+# nothing in a JSON or CSV answer may run, load, be framed or leak the URL it came from.
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
+# The documentation pages load Swagger UI and ReDoc from a CDN, which the API's policy forbids;
+# they get no policy here until they send one of their own (a route's own policy always wins).
+PAGES_WITHOUT_THE_API_POLICY = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+HSTS = "max-age=31536000"
+
+
+def _security_headers(scope: Scope, headers: MutableHeaders) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    if _route_path(scope) not in PAGES_WITHOUT_THE_API_POLICY:
+        headers.setdefault("Content-Security-Policy", API_CONTENT_SECURITY_POLICY)
+    if scope.get("scheme") == "https":
+        # Only over HTTPS, where browsers heed it; behind API Gateway the scheme is https.
+        headers.setdefault("Strict-Transport-Security", HSTS)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the routes see: without the base path the API is mounted at, if any."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    return path[len(root_path) :] if root_path and path.startswith(root_path) else path
+
+
 def request_id_for(scope: Scope) -> str:
     """The Lambda request id when there is one, else the client's X-Request-ID, else a new one."""
     lambda_context = scope.get("aws.context")
@@ -31,6 +64,26 @@ def request_id_for(scope: Scope) -> str:
     if incoming and _VALID_REQUEST_ID.fullmatch(incoming):
         return incoming
     return uuid.uuid4().hex
+
+
+def client_address_for(scope: Scope, *, trusted_proxy_hops: int) -> str:
+    """The address the request came from: the connection's (uvicorn), or the one the Lambda
+    event names (Mangum puts API Gateway's `sourceIp` in the scope); with `trusted_proxy_hops`
+    proxies in front, the address the outermost of them saw, from `X-Forwarded-For`. Entries
+    further left are whatever the client wrote, so they are never read."""
+    client = scope.get("client")
+    # Mangum gives an ALB event's whole X-Forwarded-For: its last entry is the balancer's peer.
+    peer = (client[0] if client else "").rsplit(",", 1)[-1].strip()
+    if trusted_proxy_hops:
+        forwarded = [
+            entry.strip()
+            for header in Headers(scope=scope).getlist("x-forwarded-for")
+            for entry in header.split(",")
+            if entry.strip()
+        ]
+        if forwarded:
+            return forwarded[-min(trusted_proxy_hops, len(forwarded))]
+    return peer
 
 
 def _too_large(limit: int) -> str:
@@ -77,6 +130,7 @@ class RequestContextMiddleware:
                 headers["X-Content-Type-Options"] = "nosniff"
                 # Answers carry one caller's data: no shared cache may keep them.
                 headers.setdefault("Cache-Control", "no-store")
+                _security_headers(scope, headers)
             await send(message)
 
         try:
@@ -95,12 +149,8 @@ class RequestContextMiddleware:
                 extra={"request_id": request_id, "method": scope["method"], "path": scope["path"]},
             )
             if not response_started:
-                response = JSONResponse(
-                    {"detail": "Internal server error"},
-                    status_code=500,
-                    headers={REQUEST_ID_HEADER: request_id},
-                )
-                await response(scope, receive, send)
+                response = JSONResponse({"detail": "Internal server error"}, status_code=500)
+                await response(scope, receive, send_with_headers)
         finally:
             duration_ms = round((time.perf_counter() - started_at) * 1000, 1)
             access_logger.info(
@@ -113,3 +163,24 @@ class RequestContextMiddleware:
                     "duration_ms": duration_ms,
                 },
             )
+
+
+def allowed_methods(scope: Scope) -> list[str]:
+    """Every method some route of the app answers at this request's path."""
+    routes = scope["app"].router.routes
+    return [
+        method
+        for method in HTTPMethod
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+
+
+async def method_not_allowed(request: Request, error: Exception) -> JSONResponse:
+    """405 with `Allow` naming all of the path's methods (RFC 9110), not only the methods of the
+    first route that matched the path, as routing alone would."""
+    allowed = allowed_methods(request.scope)
+    return JSONResponse(
+        {"detail": f"{request.method} is not allowed here; this path takes {', '.join(allowed)}"},
+        status_code=405,
+        headers={"Allow": ", ".join(allowed)},
+    )

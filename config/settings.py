@@ -72,8 +72,13 @@ class Settings(BaseSettings):
     access_token_ttl_minutes: int = Field(default=60, ge=1)
     session_ttl_hours: int = Field(default=24 * 7, ge=1)
     secure_cookies: bool = False
+    # Failed logins per account and client address, then per account from every address.
     login_max_failures: int = Field(default=5, ge=1)
+    login_account_max_failures: int = Field(default=50, ge=1)
     login_failure_window_minutes: int = Field(default=15, ge=1)
+    # Proxies in front of the app whose X-Forwarded-For entries are believed (0: none; on Lambda
+    # the event names the client).
+    trusted_proxy_hops: int = Field(default=0, ge=0)
     # Argon2id cost; the defaults are argon2-cffi's recommended ones.
     password_hash_time_cost: int = Field(default=3, ge=1)
     password_hash_memory_kib: int = Field(default=65536, ge=8)

@@ -6,6 +6,7 @@ from app.models.customer import Customer
 from app.models.event import Event, EventKind
 from app.models.job import Job, JobStatus, JobStepCompletion, JobStepError
 from app.models.job_configuration import JobConfiguration, JobConfigurationStep
+from app.models.login_failure import LoginFailure
 from app.models.user import Role, User
 from app.models.user_session import UserSession
 
@@ -21,6 +22,7 @@ __all__ = [
     "JobStatus",
     "JobStepCompletion",
     "JobStepError",
+    "LoginFailure",
     "Role",
     "Scope",
     "User",

@@ -39,8 +39,6 @@ class User(IdMixin, TimestampMixin, Base):
         BigInteger, ForeignKey("customers.id", ondelete="RESTRICT"), index=True
     )
     is_active: Mapped[bool] = mapped_column(default=True, server_default="true")
-    failed_login_count: Mapped[int] = mapped_column(default=0, server_default="0")
-    failed_login_window_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     password_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     customer: Mapped["Customer | None"] = relationship(lazy="raise")

@@ -8,6 +8,7 @@ from app.schemas.error import error_responses
 from app.schemas.fields import NO_NUL, UtcDatetime
 from app.services import analytics
 from app.services.analytics import Interval
+from app.services.billing import YEARS_IN_UTC
 
 router = APIRouter(
     prefix="/analytics", tags=["analytics"], responses=error_responses(401, 403, 422)
@@ -15,9 +16,15 @@ router = APIRouter(
 
 From = Annotated[
     UtcDatetime,
-    Query(alias="from", description="Start of the range, inclusive (naive times are UTC)."),
+    Query(
+        alias="from",
+        description=f"Start of the range, inclusive (naive times are UTC). {YEARS_IN_UTC}",
+    ),
 ]
-To = Annotated[UtcDatetime, Query(description="End of the range, exclusive (naive times are UTC).")]
+To = Annotated[
+    UtcDatetime,
+    Query(description=f"End of the range, exclusive (naive times are UTC). {YEARS_IN_UTC}"),
+]
 
 
 @router.get("/jobs", response_model=JobAnalytics, responses=error_responses(404))

@@ -22,7 +22,7 @@ def create_api_key(session: SessionDep, caller: CurrentUser, key_in: ApiKeyCreat
     return ApiKeyCreated(**ApiKeyPublic.model_validate(api_key).model_dump(), key=plaintext)
 
 
-@router.get("", response_model=Page[ApiKeyPublic], responses=error_responses(401, 404, 422))
+@router.get("", response_model=Page[ApiKeyPublic], responses=error_responses(401, 403, 404, 422))
 def read_api_keys(
     session: SessionDep,
     caller: CurrentUser,
@@ -39,7 +39,7 @@ def read_api_keys(
     )
 
 
-@router.get("/{api_key_id}", response_model=ApiKeyPublic, responses=error_responses(401, 404))
+@router.get("/{api_key_id}", response_model=ApiKeyPublic, responses=error_responses(401, 403, 404))
 def read_api_key(session: SessionDep, caller: CurrentUser, api_key_id: int) -> ApiKeyPublic:
     """One of your API keys (an admin: anyone's)."""
     api_key = api_keys.get_api_key(session, caller=caller, api_key_id=api_key_id)

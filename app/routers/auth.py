@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from app.cookies import clear_session_cookies, set_csrf_cookie, set_session_cookie
-from app.dependencies import CurrentUser, SessionDep
+from app.dependencies import ClientAddress, CurrentUser, SessionDep
 from app.schemas.auth import LoginPublic, LoginRequest, TokenPublic
 from app.schemas.error import ErrorPublic, error_responses
 from app.schemas.user import UserPublic
@@ -18,20 +18,26 @@ CREDENTIAL_ERRORS: dict[int | str, dict[str, object]] = {
     status.HTTP_401_UNAUTHORIZED: {"model": ErrorPublic, "description": "Wrong credentials"},
     status.HTTP_429_TOO_MANY_REQUESTS: {
         "model": ErrorPublic,
-        "description": "Too many failed logins for this account; see Retry-After",
+        "description": "Too many failed logins for this account (from this address, or from "
+        "all); see Retry-After",
     },
 }
 
 
 @router.post("/login", response_model=LoginPublic, responses=CREDENTIAL_ERRORS)
 def login(
-    session: SessionDep, request: Request, response: Response, credentials: LoginRequest
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    client_address: ClientAddress,
+    credentials: LoginRequest,
 ) -> LoginPublic:
     """Log in from a browser: sets the session cookie (HttpOnly) and the CSRF cookie."""
     logged_in = sessions.login(
         session,
         email=credentials.email,
         password=credentials.password,
+        client_address=client_address,
         user_agent=request.headers.get("user-agent"),
     )
     set_session_cookie(
@@ -55,6 +61,7 @@ def create_token(
     session: SessionDep,
     request: Request,
     response: Response,
+    client_address: ClientAddress,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
 ) -> TokenPublic:
     """OAuth2 password flow (username is the email): a bearer token for non-browser clients."""
@@ -62,6 +69,7 @@ def create_token(
         session,
         email=form.username,
         password=form.password,
+        client_address=client_address,
         user_agent=request.headers.get("user-agent"),
     )
     response.headers["Cache-Control"] = "no-store"

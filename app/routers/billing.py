@@ -21,6 +21,7 @@ from app.schemas.billing import (
 from app.schemas.error import error_responses
 from app.schemas.fields import NO_NUL
 from app.services import billing
+from app.services.billing import YEARS, YEARS_IN_UTC
 
 router = APIRouter(
     prefix="/billing", tags=["billing"], responses=error_responses(401, 403, 404, 422)
@@ -92,9 +93,12 @@ def read_usage(
     session: SessionDep,
     caller: Reader,
     from_: Annotated[
-        DateOrDatetime, Query(alias="from", description="Included; a date is midnight in tz")
+        DateOrDatetime,
+        Query(alias="from", description=f"Included; a date is midnight in tz. {YEARS_IN_UTC}"),
     ],
-    to: Annotated[DateOrDatetime, Query(description="Excluded; a date is midnight in tz")],
+    to: Annotated[
+        DateOrDatetime, Query(description=f"Excluded; a date is midnight in tz. {YEARS_IN_UTC}")
+    ],
     interval: Interval = Interval.MONTH,
     customer_id: int | None = None,
     tag: Annotated[
@@ -125,7 +129,10 @@ def read_usage(
 def read_invoice(
     session: SessionDep,
     caller: Reader,
-    period: Annotated[YearMonth, Query(description="The month, YYYY-MM")],
+    period: Annotated[
+        YearMonth,
+        Query(description=f"The month, YYYY-MM, of a year from {YEARS[0]} to {YEARS[-1]}"),
+    ],
     customer_id: Annotated[
         int | None, Query(description="Required for admins; a client's own by default")
     ] = None,

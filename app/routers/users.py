@@ -72,7 +72,7 @@ def read_users(
     return Page(items=[UserPublic.model_validate(item) for item in items], next_cursor=next_cursor)
 
 
-@router.get("/{user_id}", response_model=UserPublic, responses=error_responses(401, 404))
+@router.get("/{user_id}", response_model=UserPublic, responses=error_responses(401, 403, 404))
 def read_user(session: SessionDep, caller: CurrentUser, user_id: int) -> UserPublic:
     """One user (admin, or yourself)."""
     return UserPublic.model_validate(users.get_user(session, caller=caller, user_id=user_id))

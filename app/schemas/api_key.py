@@ -14,7 +14,11 @@ def _unique(scopes: list[Scope]) -> list[Scope]:
     return scopes
 
 
-Scopes = Annotated[list[Scope], Field(min_length=1, max_length=2), AfterValidator(_unique)]
+Scopes = Annotated[
+    list[Scope],
+    Field(min_length=1, max_length=2, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_unique),
+]
 
 
 class ApiKeyBase(Schema):

@@ -54,7 +54,17 @@ def _date_or_aware_datetime(value: Any) -> Any:
 
 
 DateOrDatetime = Annotated[AwareDatetime | date, BeforeValidator(_date_or_aware_datetime)]
-YearMonth = Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2026-01"])]
+# The document also states the years billing.YEARS allows, 1970 to 9998 (a test holds the two
+# together); the server checks them itself, to say so in its own words.
+YEAR_MONTH_PATTERN = r"^(19[7-9]\d|[2-8]\d{3}|9[0-8]\d{2}|99[0-8]\d|999[0-8])-(0[1-9]|1[0-2])$"
+YearMonth = Annotated[
+    str,
+    Field(
+        pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+        examples=["2026-01"],
+        json_schema_extra={"pattern": YEAR_MONTH_PATTERN},
+    ),
+]
 TimeZoneName = Annotated[
     str,
     Field(

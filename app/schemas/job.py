@@ -2,7 +2,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import Field, StrictInt, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
 from app.models import EventKind, JobStatus
 from app.schemas.base import Schema
@@ -85,6 +85,13 @@ class JobDetail(JobPublic):
 
 
 class EventCreate(Schema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"kind": {"const": EventKind.STEP.value}}, "required": ["kind"]},
+            "then": {"properties": {"name": {"type": "string"}}, "required": ["name"]},
+        }
+    )
+
     kind: EventKind
     name: str | None = Field(
         default=None,

@@ -26,13 +26,21 @@ ConfigurationName = Annotated[
 COST_PATTERN = r"^[0-9]{1,14}(\.[0-9]{1,4})?$"
 
 
+# Numeric(18, 4) holds 14 digits before the point; a JSON number is read as a float, and every
+# float below this bound has at most 14.
+COST_NUMBER_BOUND = 10**14
+
+
 def _cost_json_schema(schema: JsonDict) -> None:
-    """Give the string form of a cost its pattern, so editors flag "1.23456" too."""
+    """Give each form of a cost its bound: the string its pattern, so editors flag "1.23456"
+    too, and the number its maximum."""
     options = schema.get("anyOf", [schema])
     assert isinstance(options, list)
     for option in options:
         if isinstance(option, dict) and option.get("type") == "string":
             option["pattern"] = COST_PATTERN
+        elif isinstance(option, dict) and option.get("type") == "number":
+            option["exclusiveMaximum"] = COST_NUMBER_BOUND
 
 
 Points = Annotated[

@@ -42,5 +42,9 @@ def _bounded(value: dict[str, Any] | None) -> dict[str, Any] | None:
 Metadata = Annotated[
     dict[str, Any] | None,
     AfterValidator(_bounded),
-    Field(description=f"Any JSON object, at most {MAX_METADATA_BYTES} bytes."),
+    Field(
+        description=f"Any JSON object, at most {MAX_METADATA_BYTES} bytes (compact UTF-8 JSON) "
+        f"and {MAX_METADATA_DEPTH} levels deep; no key or string in it may contain the NUL "
+        "character (\\u0000)."
+    ),
 ]

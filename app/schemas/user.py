@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from pydantic import Field, StrictBool, StrictInt, model_validator
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from app.models import Role
 from app.schemas.base import Schema
@@ -25,10 +25,28 @@ class UserCreate(UserBase):
 
 
 class UserUpdateMe(Schema):
+    # A new password needs the current one (a non-empty string); null changes nothing.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {
+                "properties": {"new_password": {"type": "string"}},
+                "required": ["new_password"],
+            },
+            "then": {
+                "properties": {"current_password": {"type": "string", "minLength": 1}},
+                "required": ["current_password"],
+            },
+        }
+    )
+
     first_name: Name | None = None
     last_name: Name | None = None
-    current_password: str | None = Field(default=None, max_length=128)
-    new_password: Password | None = None
+    current_password: str | None = Field(
+        default=None, max_length=128, description="Required with new_password."
+    )
+    new_password: Password | None = Field(
+        default=None, description="Needs current_password; ends your other sessions."
+    )
 
     @model_validator(mode="after")
     def _password_change_needs_current_password(self) -> "UserUpdateMe":

@@ -42,6 +42,7 @@ MAX_PERIODS = 400
 MAX_YEARS = 5
 MAX_DAYS = MAX_YEARS * 365 + 2  # leap days included
 YEARS = range(1970, 9999)  # no data is older; Python's dates end with 9999
+YEARS_IN_UTC = f"Years {YEARS[0]} to {YEARS[-1]}, in UTC."
 
 # Zones PostgreSQL has said it knows, for the life of the process.
 _zones_known_to_database: set[str] = set()

@@ -3,10 +3,10 @@
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import case, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
 
-from app.internal.errors import RateLimited, Unauthorized
+from app.internal.errors import Unauthorized
 from app.internal.security import (
     InvalidToken,
     create_access_token,
@@ -16,10 +16,12 @@ from app.internal.security import (
     verify_password,
 )
 from app.models import User, UserSession
+from app.services import login_throttle
 from config import config
 
 WRONG_CREDENTIALS = "Incorrect email or password"
 NOT_AUTHENTICATED = "Not authenticated: log in again"
+MAX_EMAIL_LENGTH = 320  # the column's
 
 
 @dataclass(frozen=True)
@@ -41,21 +43,34 @@ def _now() -> datetime:
 
 
 def login(
-    session: Session, *, email: str, password: str, user_agent: str | None = None
+    session: Session,
+    *,
+    email: str,
+    password: str,
+    client_address: str,
+    user_agent: str | None = None,
 ) -> LoggedIn:
     """Check the credentials and start a session. Unknown email and wrong password fail alike,
-    after the same hashing work; too many failures for one account answer RateLimited."""
+    after the same hashing work, and are throttled alike (see `login_throttle`)."""
     now = _now()
-    user = _user_with_email(session, email)
-    if user is None:
+    email = email.lower()
+    if "\x00" in email or len(email) > MAX_EMAIL_LENGTH:
+        # No account has it (and PostgreSQL cannot compare text holding NUL): nothing to count.
         spend_password_work(password)
         raise Unauthorized(WRONG_CREDENTIALS)
-    _refuse_if_throttled(user, now)
-    if not verify_password(password, user.password_hash) or not user.may_authenticate:
-        _record_failure(session, user, now)
+    client_address = login_throttle.normalized_address(client_address)
+    login_throttle.refuse_if_throttled(session, email=email, client_address=client_address, now=now)
+    user = session.scalar(
+        select(User).options(joinedload(User.customer)).where(User.email == email)
+    )
+    if user is None:
+        spend_password_work(password)
+    if user is None or not (
+        verify_password(password, user.password_hash) and user.may_authenticate
+    ):
+        login_throttle.record_failure(session, email=email, client_address=client_address, now=now)
         raise Unauthorized(WRONG_CREDENTIALS, keep_changes=True)
-    user.failed_login_count = 0
-    user.failed_login_window_started_at = None
+    login_throttle.forget_failures(session, email=email, client_address=client_address)
     user_session = UserSession(
         user_id=user.id,
         expires_at=now + timedelta(hours=config.settings.session_ttl_hours),
@@ -69,48 +84,6 @@ def login(
         user_session=user_session,
         access=issue_access_token(user_session, now=now),
         csrf_token=csrf_token_for(user_session.id),
-    )
-
-
-def _user_with_email(session: Session, email: str) -> User | None:
-    if "\x00" in email:  # no email holds NUL, and PostgreSQL cannot compare text holding it
-        return None
-    return session.scalar(
-        select(User).options(joinedload(User.customer)).where(User.email == email.lower())
-    )
-
-
-def _failure_window() -> timedelta:
-    return timedelta(minutes=config.settings.login_failure_window_minutes)
-
-
-def _refuse_if_throttled(user: User, now: datetime) -> None:
-    started = user.failed_login_window_started_at
-    if started is None or user.failed_login_count < config.settings.login_max_failures:
-        return
-    retry_after = started + _failure_window() - now
-    if retry_after.total_seconds() > 0:
-        raise RateLimited(
-            "Too many failed logins for this account: try again later",
-            retry_after=int(retry_after.total_seconds()) + 1,
-        )
-
-
-def _record_failure(session: Session, user: User, now: datetime) -> None:
-    """Count the failure in one statement, so concurrent attempts are all counted."""
-    window_over = (User.failed_login_window_started_at.is_(None)) | (
-        User.failed_login_window_started_at <= now - _failure_window()
-    )
-    session.execute(
-        update(User)
-        .where(User.id == user.id)
-        .values(
-            failed_login_count=case((window_over, 1), else_=User.failed_login_count + 1),
-            failed_login_window_started_at=case(
-                (window_over, now), else_=User.failed_login_window_started_at
-            ),
-        )
-        .execution_options(synchronize_session=False)
     )
 
 

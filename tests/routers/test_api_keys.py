@@ -123,7 +123,7 @@ def test_account_routes_refuse_api_keys(client: TestClient, db: Session) -> None
         client.get(f"/api-keys/{key_id}", headers=headers),
         client.delete(f"/api-keys/{key_id}", headers=headers),
     ]
-    assert [response.status_code for response in responses] == [401] * 4
+    assert [response.status_code for response in responses] == [403] * 4
     assert len(db.scalars(select(ApiKey).where(ApiKey.user_id == user.id)).all()) == 1
     assert _me_with(client, key).status_code == 200
 

@@ -271,58 +271,6 @@ def test_throttling_is_per_account(client: TestClient, db: Session, three_failur
     assert _login(client, other.email).status_code == 200
 
 
-def test_a_failure_is_counted_in_the_database(
-    client: TestClient, db: Session, three_failures: int
-) -> None:
-    user = create_user(db)
-    _fail(client, user, 2)
-    db.refresh(user)
-    assert user.failed_login_count == 2
-    assert user.failed_login_window_started_at is not None
-
-
-def test_a_success_resets_the_failure_count(
-    client: TestClient, db: Session, three_failures: int
-) -> None:
-    user = create_user(db)
-    _fail(client, user, three_failures - 1)
-    assert _login(client, user.email).status_code == 200
-    db.refresh(user)
-    assert user.failed_login_count == 0
-    # Without the reset, the second of these would already be throttled.
-    _fail(client, user, three_failures - 1)
-    assert _login(client, user.email).status_code == 200
-
-
-def test_throttling_ends_with_its_window(
-    client: TestClient, db: Session, three_failures: int
-) -> None:
-    user = create_user(db)
-    _fail(client, user, three_failures)
-    assert _login(client, user.email).status_code == 429
-    window = timedelta(minutes=config.settings.login_failure_window_minutes)
-    db.execute(
-        update(User)
-        .where(User.id == user.id)
-        .values(failed_login_window_started_at=datetime.now(UTC) - window - timedelta(seconds=1))
-    )
-    assert _login(client, user.email).status_code == 200
-
-
-@pytest.mark.usefixtures("committed")
-def test_the_failure_count_is_committed_although_the_login_fails() -> None:
-    # Real sessions and real commits: the count must outlive the request that answered 401.
-    with config.database.SessionLocal() as session:
-        user = create_user(session)
-        session.commit()
-        user_id, email = user.id, user.email
-    with TestClient(app, base_url="https://testserver") as fresh_client:
-        assert _login(fresh_client, email, "not the password").status_code == 401
-        assert _login(fresh_client, "nobody@example.com").status_code == 401
-    with config.database.SessionLocal() as session:
-        assert session.scalar(select(User.failed_login_count).where(User.id == user_id)) == 1
-
-
 # Session tokens
 
 

@@ -94,7 +94,7 @@ def test_a_client_may_not_create_or_change_customers(client: TestClient, db: Ses
 def test_an_api_key_may_not_create_customers(client: TestClient, db: Session) -> None:
     key = create_api_key(db, create_admin(db))
     response = client.post("/customers", json={"name": unique("Org")}, headers={"X-API-Key": key})
-    assert response.status_code == 401
+    assert response.status_code == 403
 
 
 def test_an_admin_lists_every_customer(client: TestClient, db: Session) -> None:

@@ -186,9 +186,9 @@ def test_anonymous_callers_may_not_write(client: TestClient) -> None:
 def test_an_admins_api_key_may_not_write(client: TestClient, db: Session) -> None:
     key = create_api_key(db, create_admin(db), scopes=(Scope.INGEST, Scope.READ))
     headers = {"X-API-Key": key}
-    assert client.post(URL, json=config_json(new_tag()), headers=headers).status_code == 401
+    assert client.post(URL, json=config_json(new_tag()), headers=headers).status_code == 403
     file = {"job_configs": [file_entry(new_tag())]}
-    assert client.put(URL, json=file, headers=headers).status_code == 401
+    assert client.put(URL, json=file, headers=headers).status_code == 403
 
 
 def test_an_admin_may_write_with_a_bearer_token_and_no_csrf_token(

@@ -238,7 +238,7 @@ def test_a_client_cannot_patch_itself_as_a_user(client: TestClient, db: Session)
 def test_update_me_refuses_an_api_key(client: TestClient, db: Session) -> None:
     key = create_api_key(db, create_user(db))
     response = client.patch("/users/me", json={"first_name": "X"}, headers={"X-API-Key": key})
-    assert response.status_code == 401
+    assert response.status_code == 403
 
 
 # Changing one's password
