@@ -205,7 +205,7 @@ def add_fuzz_options(parser: argparse.ArgumentParser) -> None:
 
 @task("fuzz", "schemathesis over the whole API against the test database", add_fuzz_options)
 def fuzz(args: argparse.Namespace) -> None:
-    command = [sys.executable, "-m", "pytest", "tests/test_fuzz.py"]
+    command = [sys.executable, "-m", "pytest", "tests/api/test_fuzz.py"]
     if args.max_examples is not None:
         if args.max_examples < 1:
             raise TaskError("--max-examples must be at least 1", 2)

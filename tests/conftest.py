@@ -89,5 +89,5 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--fuzz-examples",
         type=int,
         default=25,
-        help="examples schemathesis generates per operation in tests/test_fuzz.py (default 25)",
+        help="examples schemathesis generates per operation in tests/api/test_fuzz.py (default 25)",
     )

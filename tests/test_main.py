@@ -12,7 +12,7 @@ from app.dependencies import SessionDep
 from app.internal.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited
 from app.main import app
 from config.log import JsonFormatter
-from tests.support import captured_records
+from tests.helpers.capture import captured_records
 
 probe = APIRouter(prefix="/_probe")
 

@@ -25,20 +25,16 @@ from app.main import app
 from app.models import Event, Job, JobStatus, JobStepCompletion
 from config import config
 from config.database import Database
-from tests.factories import (
+from tests.helpers.capture import captured_records
+from tests.helpers.databases import ThrowawayServer, throwaway_server
+from tests.helpers.factories import (
     PASSWORD,
     create_admin,
     create_api_key,
     create_configuration,
     create_customer,
 )
-from tests.support import (
-    ThrowawayServer,
-    captured_records,
-    database_env,
-    run_python,
-    throwaway_server,
-)
+from tests.helpers.processes import database_env, run_python
 
 STEPS = tuple((f"s{index}", index, Decimal(f"{index}.0125")) for index in range(1, 7))
 UNAVAILABLE = {"status": "unavailable", "database": "unreachable"}

@@ -8,7 +8,8 @@ from sqlalchemy.engine import URL
 from app.models import Base, JobStepCompletion
 from config import config
 from root import ROOT_DIR
-from tests.support import database_env, run_python, scratch_database
+from tests.helpers.databases import scratch_database
+from tests.helpers.processes import database_env, run_python
 
 
 def table_names(url_env: dict[str, str]) -> set[str]:

@@ -29,9 +29,9 @@ from app.schemas.job import EventCreate, JobCreate
 from app.services import events as event_service
 from app.services import jobs as job_service
 from app.services.access import Caller
-from tests.factories import create_admin, create_configuration, create_customer
-from tests.jobs_support import PIPELINE, Script, admin_script, client_script, new_job, pipeline
-from tests.support import captured_statements
+from tests.helpers.capture import captured_statements
+from tests.helpers.factories import create_admin, create_configuration, create_customer
+from tests.helpers.scripts import PIPELINE, Script, admin_script, client_script, new_job, pipeline
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 STATUSES = ["pending", "running", "completed", "failed", "cancelled"]

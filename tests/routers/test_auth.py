@@ -22,7 +22,7 @@ from app.internal.security import create_access_token, csrf_token_for
 from app.main import app
 from app.models import ApiKey, User, UserSession
 from config import config
-from tests.factories import (
+from tests.helpers.factories import (
     PASSWORD,
     bearer_token,
     create_api_key,

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from app.dependencies import get_db, unit_of_work
 from app.main import app, handler
 from config.database import Database
-from tests.support import (
+from tests.helpers.lambda_events import (
     LambdaContext,
     http_api_event,
     response_headers,

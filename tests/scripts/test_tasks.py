@@ -12,7 +12,8 @@ from sqlalchemy import Select, create_engine, func, select
 import seed
 from app.internal.security import verify_password
 from app.models import Customer, Job, JobConfiguration, JobStatus, Role, User
-from tests.support import database_env, run_python, scratch_database
+from tests.helpers.databases import scratch_database
+from tests.helpers.processes import database_env, run_python
 
 
 def scalar_rows(database_url: str, statement: Select[Any]) -> list[Any]:

@@ -1,0 +1,104 @@
+"""Databases of a test's own: a scratch database on the test server, and a throwaway server
+for tests that stop and start it."""
+
+import shutil
+import subprocess
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+
+from config import config
+
+
+@contextmanager
+def scratch_database() -> Iterator[URL]:
+    """A new, empty database on the test server, dropped afterwards."""
+    name = f"tracker_scratch_{uuid.uuid4().hex[:12]}"
+    maintenance = create_engine(
+        config.database.url.set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with maintenance.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield config.database.url.set(database=name)
+    finally:
+        with maintenance.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        maintenance.dispose()
+
+
+# A Unix socket's path must fit in about 100 bytes (108 on Linux, 104 on macOS).
+_SOCKET_PATH_LIMIT = 100
+
+
+class ThrowawayServer:
+    """A PostgreSQL server of a test's own (the `pgserver` wheel), for tests that stop and start
+    it: the embedded test server is shared by every test and must stay up."""
+
+    def __init__(self, data_dir: Path) -> None:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset, as in config.embedded.
+            warnings.simplefilter("ignore")
+            from pgserver.postgres_server import get_server
+
+            self._server = get_server(data_dir, cleanup_mode="delete")
+
+    def url(self, database: str) -> URL:
+        return make_url(self._server.get_uri(database)).set(drivername="postgresql+psycopg2")
+
+    def create_database(self, name: str) -> URL:
+        maintenance = create_engine(self.url("postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            with maintenance.connect() as connection:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            maintenance.dispose()
+        return self.url(name)
+
+    def stop(self) -> None:
+        """A fast shutdown, as a restart or a failover does: open sessions are cut off."""
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        subprocess.run(
+            [POSTGRES_BIN_PATH / "pg_ctl", "-D", self._server.pgdata, "-w", "-m", "fast", "stop"],
+            # pg_ctl refuses to run as root; pgserver runs the server as its own user then.
+            user=self._server.system_user,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        """Start it again the way pgserver first did (same data, socket and URL), if stopped."""
+        with self._server._lock:
+            self._server.ensure_postgres_running()
+
+    def remove(self) -> None:
+        """Stop it if it runs and delete its data."""
+        self._server.cleanup()
+
+
+@contextmanager
+def throwaway_server(base_dir: Path) -> Iterator[ThrowawayServer]:
+    """A throwaway server with its data (and socket) under `base_dir`, or under a short temporary
+    directory when the socket's path would be too long there; removed afterwards."""
+    short_dir: Path | None = None
+    data_dir = base_dir / "pg"
+    if len(str(data_dir / ".s.PGSQL.5432")) > _SOCKET_PATH_LIMIT:
+        short_dir = Path(tempfile.mkdtemp(prefix="trk"))
+        data_dir = short_dir / "pg"
+    server: ThrowawayServer | None = None
+    try:
+        server = ThrowawayServer(data_dir)
+        yield server
+    finally:
+        if server is not None:
+            server.remove()
+        if short_dir is not None:
+            shutil.rmtree(short_dir, ignore_errors=True)
