@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from config import ConfigError, config
+from config.database import create_database, drop_database
 from root import root_path
 
 if TYPE_CHECKING:
@@ -113,13 +113,8 @@ def reset(env: str, args: argparse.Namespace) -> None:
     setup(env)
     url = config.database.url
     config.database.dispose()
-    maintenance = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with maintenance.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{url.database}"'))
-    finally:
-        maintenance.dispose()
+    drop_database(url)
+    create_database(url)
     print(f"Database {url.database} re-created, empty: run upgrade next")
 
 

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from config import config
 from root import root_path
 
-config.setup("test")
+# A database of this run's own, so that two runs at once (a second checkout, CI) never meet.
+config.setup_own_database("test")
 
 from app.dependencies import get_db, unit_of_work  # noqa: E402  (needs the configured app)
 from app.main import app  # noqa: E402
@@ -23,9 +24,14 @@ def pytest_report_header() -> str:
     return config.database_description
 
 
+def pytest_unconfigure() -> None:
+    config.drop_own_database()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def migrated_database() -> None:
-    """Start every run from an empty schema migrated to head, as a deployment would."""
+    """Start every run from an empty schema migrated to head, as a deployment would (the schema
+    is new, unless the role could not create the run's own database)."""
     with config.database.engine.begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))

@@ -1,37 +1,17 @@
-"""Databases of a test's own: a scratch database on the test server, and a throwaway server
-for tests that stop and start it."""
+"""A PostgreSQL server of a test's own, for tests that stop and start it. (A scratch database
+on the test server is `config.database.scratch_database(config.database.url)`.)"""
 
 import shutil
 import subprocess
 import tempfile
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from config import config
-
-
-@contextmanager
-def scratch_database() -> Iterator[URL]:
-    """A new, empty database on the test server, dropped afterwards."""
-    name = f"tracker_scratch_{uuid.uuid4().hex[:12]}"
-    maintenance = create_engine(
-        config.database.url.set(database="postgres"), isolation_level="AUTOCOMMIT"
-    )
-    try:
-        with maintenance.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield config.database.url.set(database=name)
-    finally:
-        with maintenance.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        maintenance.dispose()
-
+from config.database import create_database
 
 # A Unix socket's path must fit in about 100 bytes (108 on Linux, 104 on macOS).
 _SOCKET_PATH_LIMIT = 100
@@ -53,13 +33,9 @@ class ThrowawayServer:
         return make_url(self._server.get_uri(database)).set(drivername="postgresql+psycopg2")
 
     def create_database(self, name: str) -> URL:
-        maintenance = create_engine(self.url("postgres"), isolation_level="AUTOCOMMIT")
-        try:
-            with maintenance.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-        finally:
-            maintenance.dispose()
-        return self.url(name)
+        url = self.url(name)
+        create_database(url)
+        return url
 
     def stop(self) -> None:
         """A fast shutdown, as a restart or a failover does: open sessions are cut off."""
