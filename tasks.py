@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from config import ConfigError, config
 from config.database import create_database, drop_database
+from config.validation import describe_validation_error
 from root import root_path
 
 if TYPE_CHECKING:
@@ -320,12 +321,8 @@ def read_configurations_file(path: Path) -> "JobConfigurationFile":
             return JobConfigurationFile.model_validate(load_yaml(path, text))
         return JobConfigurationFile.model_validate_json(text)
     except ValidationError as error:
-        problems = [
-            f"{'.'.join(str(part) for part in problem['loc']) or 'file'}: {problem['msg']}"
-            for problem in error.errors(include_url=False)
-        ]
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise TaskError(f"{path} is not valid: {'; '.join(problems[:3])}{more}") from None
+        problems = describe_validation_error(error, subject="file", most=3)
+        raise TaskError(f"{path} is not valid: {problems}") from None
 
 
 def load_yaml(path: Path, text: str) -> object:

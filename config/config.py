@@ -11,6 +11,7 @@ from sqlalchemy.exc import ProgrammingError
 from config.database import Database, create_database, drop_database
 from config.log import LOGGER_NAME, configure_logging
 from config.settings import SETTINGS_BY_ENV, Settings
+from config.validation import describe_validation_error
 
 logger = logging.getLogger(f"{LOGGER_NAME}.config")
 
@@ -115,7 +116,8 @@ class Config:
         try:
             return settings_class()
         except ValidationError as error:
-            raise ConfigError(_describe_settings_error(app_env, error)) from None
+            problems = describe_validation_error(error, subject="settings")
+            raise ConfigError(f"Invalid {app_env} settings: {problems}") from None
 
 
 def resolve_database_url(settings: Settings) -> tuple[URL, str]:
@@ -129,14 +131,6 @@ def resolve_database_url(settings: Settings) -> tuple[URL, str]:
 
     url = embedded_database_url(settings.embedded_data_dir, settings.embedded_database_name)
     return url, "embedded"
-
-
-def _describe_settings_error(app_env: str, error: ValidationError) -> str:
-    problems = "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or 'settings'}: {item['msg']}"
-        for item in error.errors()
-    )
-    return f"Invalid {app_env} settings: {problems}"
 
 
 config = Config()
