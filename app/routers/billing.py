@@ -6,10 +6,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 
 from app.dependencies import Reader, SessionDep
+from app.internal.periods import Interval
 from app.schemas.base import Schema
 from app.schemas.billing import (
     DateOrDatetime,
-    Interval,
     Invoice,
     InvoiceLine,
     ResponseFormat,

@@ -696,8 +696,8 @@ def test_analytics_need_authentication(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("start", "end", "message"),
     [
-        ("2026-02-01T00:00:00Z", "2026-01-01T00:00:00Z", "`from` must be before `to`"),
-        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "`from` must be before `to`"),
+        ("2026-02-01T00:00:00Z", "2026-01-01T00:00:00Z", "'from' must be before 'to'"),
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "'from' must be before 'to'"),
         ("2020-01-01T00:00:00Z", "2025-01-03T00:00:00Z", "at most 5 years (1827 days)"),
     ],
 )
@@ -722,7 +722,7 @@ def test_more_than_400_periods_is_422(script: Script) -> None:
         "/analytics/jobs", interval="day", **{"from": allowed["from"], "to": "2026-02-05T00:00:01Z"}
     )
     assert response.status_code == 422
-    assert "more than 400 periods" in response.json()["detail"]
+    assert "at most 400 periods" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(

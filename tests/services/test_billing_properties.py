@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.internal.periods import Interval
 from app.models import EventKind, Job, JobConfiguration, JobStepCompletion
-from app.schemas.billing import Interval
 from app.schemas.job import EventCreate, JobCreate
 from app.services import billing, jobs
 from app.services.access import Caller
