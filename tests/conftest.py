@@ -15,9 +15,10 @@ from root import root_path
 # A database of this run's own, so that two runs at once (a second checkout, CI) never meet.
 config.setup_own_database("test")
 
-from app.dependencies import get_db, unit_of_work  # noqa: E402  (needs the configured app)
+from app.dependencies import unit_of_work  # noqa: E402  (needs the configured app)
 from app.main import app  # noqa: E402
 from app.models import Base  # noqa: E402
+from tests.helpers.app import sessions_from  # noqa: E402
 
 
 def pytest_report_header() -> str:
@@ -67,11 +68,8 @@ def api(db: Session) -> Iterator[None]:
         db.expire_all()
         yield from unit_of_work(db)
 
-    app.dependency_overrides[get_db] = get_test_db
-    try:
+    with sessions_from(get_test_db):
         yield
-    finally:
-        app.dependency_overrides.pop(get_db, None)
 
 
 @pytest.fixture

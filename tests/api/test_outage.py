@@ -18,13 +18,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
-from app.dependencies import get_db, unit_of_work
 from app.main import app
 from app.models import Event, Job, JobStatus, JobStepCompletion
 from config import config
 from config.database import Database
+from tests.helpers.app import requests_on
 from tests.helpers.capture import captured_records
 from tests.helpers.databases import ThrowawayServer, throwaway_server
 from tests.helpers.factories import (
@@ -80,15 +79,10 @@ def database(request: pytest.FixtureRequest, outage: Outage) -> Iterator[Databas
         connect_timeout_s=settings.db_connect_timeout_s,
     )
 
-    def get_outage_db() -> Iterator[Session]:
-        with database.SessionLocal() as session:
-            yield from unit_of_work(session)
-
-    app.dependency_overrides[get_db] = get_outage_db
     try:
-        yield database
+        with requests_on(database):
+            yield database
     finally:
-        app.dependency_overrides.pop(get_db, None)
         database.dispose()
 
 
