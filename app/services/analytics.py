@@ -19,12 +19,11 @@ from app.models import (
     Customer,
     Job,
     JobConfiguration,
-    JobConfigurationStep,
     JobStatus,
     JobStepCompletion,
     JobStepError,
 )
-from app.models.job_configuration import Money
+from app.models.job_configuration import JobConfigurationStep, Money
 from app.schemas.analytics import (
     ConfigurationCount,
     CustomerAnalytics,

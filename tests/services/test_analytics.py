@@ -4,21 +4,19 @@ is narrowed to, and the funnel of a version nobody ran."""
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.internal.errors import Forbidden, InvalidInput, NotFound
 from app.internal.periods import Interval
-from app.models import Customer, Job, JobConfiguration, JobStatus
-from app.schemas.job import JobCreate
-from app.services import analytics, jobs
+from app.models import Customer, JobConfiguration, JobStatus
+from app.services import analytics
 from app.services.access import Caller
 from tests.helpers.factories import (
     create_admin,
     create_configuration,
     create_customer,
+    create_job,
     create_user,
-    unique,
 )
 
 JANUARY = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
@@ -30,21 +28,9 @@ def admin(db: Session) -> Caller:
 
 
 def add_job(
-    db: Session,
-    admin: Caller,
-    configuration: JobConfiguration,
-    customer: Customer,
-    created_at: datetime,
+    db: Session, configuration: JobConfiguration, customer: Customer, created_at: datetime
 ) -> None:
-    job, _ = jobs.create_job(
-        db,
-        caller=admin,
-        job_in=JobCreate(
-            provider_job_id=unique("job"), tag=configuration.tag, customer_id=customer.id
-        ),
-    )
-    db.execute(update(Job).where(Job.id == job.id).values(created_at=created_at))
-    db.flush()
+    create_job(db, configuration=configuration, customer=customer, created_at=created_at)
 
 
 def test_jobs_are_counted_per_utc_period_with_every_period_and_status_listed(
@@ -52,7 +38,7 @@ def test_jobs_are_counted_per_utc_period_with_every_period_and_status_listed(
 ) -> None:
     configuration, customer = create_configuration(db), create_customer(db)
     for day in (5, 5, 19):
-        add_job(db, admin, configuration, customer, datetime(2026, 1, day, 12, tzinfo=UTC))
+        add_job(db, configuration, customer, datetime(2026, 1, day, 12, tzinfo=UTC))
     # From a Wednesday to the next month: the first and last weeks are partial.
     result = analytics.job_analytics(
         db,
@@ -79,7 +65,7 @@ def test_a_client_sees_only_its_own_customers_jobs(db: Session, admin: Caller) -
     configuration = create_configuration(db)
     mine, other = create_customer(db), create_customer(db)
     for customer in (mine, mine, other):
-        add_job(db, admin, configuration, customer, datetime(2026, 1, 10, tzinfo=UTC))
+        add_job(db, configuration, customer, datetime(2026, 1, 10, tzinfo=UTC))
     client = Caller(create_user(db, customer=mine))
     start, end = JANUARY
     mine_only = analytics.job_analytics(
@@ -100,8 +86,8 @@ def test_the_funnel_of_jobs_with_no_events_lists_every_step_at_zero(
     db: Session, admin: Caller
 ) -> None:
     configuration, customer = create_configuration(db), create_customer(db)
-    add_job(db, admin, configuration, customer, datetime(2026, 1, 10, tzinfo=UTC))
-    add_job(db, admin, configuration, customer, datetime(2026, 2, 10, tzinfo=UTC))  # outside
+    add_job(db, configuration, customer, datetime(2026, 1, 10, tzinfo=UTC))
+    add_job(db, configuration, customer, datetime(2026, 2, 10, tzinfo=UTC))  # outside
     start, end = JANUARY
     funnel = analytics.step_funnel(
         db, caller=admin, tag=configuration.tag, version=None, start=start, end=end

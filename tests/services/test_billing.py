@@ -7,22 +7,20 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.internal.errors import InvalidInput, NotFound
 from app.internal.periods import Interval
-from app.models import Customer, Job
+from app.models import Customer
 from app.schemas.billing import Usage
-from app.schemas.job import JobCreate
-from app.services import billing, jobs
+from app.services import billing
 from app.services.access import Caller
 from tests.helpers.factories import (
     create_admin,
     create_configuration,
     create_customer,
+    create_job,
     create_user,
-    unique,
 )
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -33,19 +31,21 @@ def admin(db: Session) -> Caller:
     return Caller(create_admin(db))
 
 
-def job_created_at(db: Session, admin: Caller, customer: Customer, created_at: datetime) -> Job:
-    job, _ = jobs.create_job(
+def job_created_at(db: Session, customer: Customer, created_at: datetime) -> None:
+    create_job(db, configuration=create_configuration(db), customer=customer, created_at=created_at)
+
+
+def usage(db: Session, caller: Caller, customer_id: int | None, tz: str = "UTC") -> Usage:
+    """Monthly usage from January 1 to March 1, 2026 (midnights in `tz`)."""
+    return billing.get_usage(
         db,
-        caller=admin,
-        job_in=JobCreate(
-            provider_job_id=unique("job"),
-            tag=create_configuration(db).tag,
-            customer_id=customer.id,
-        ),
+        caller=caller,
+        start=date(2026, 1, 1),
+        end=date(2026, 3, 1),
+        interval=Interval.MONTH,
+        tz=tz,
+        customer_id=customer_id,
     )
-    db.execute(update(Job).where(Job.id == job.id).values(created_at=created_at))
-    db.flush()
-    return job
 
 
 def test_dates_are_midnights_in_the_zone_and_periods_are_cut_there(
@@ -53,29 +53,14 @@ def test_dates_are_midnights_in_the_zone_and_periods_are_cut_there(
 ) -> None:
     customer = create_customer(db)
     # 23:30 UTC on January 31 is February 1 in Paris.
-    job_created_at(db, admin, customer, datetime(2026, 1, 31, 23, 30, tzinfo=UTC))
-    usage = billing.get_usage(
-        db,
-        caller=admin,
-        start=date(2026, 1, 1),
-        end=date(2026, 3, 1),
-        interval=Interval.MONTH,
-        tz="Europe/Paris",
-        customer_id=customer.id,
-    )
-    assert usage.from_ == datetime(2026, 1, 1, tzinfo=PARIS)
-    assert usage.to == datetime(2026, 3, 1, tzinfo=PARIS)
-    assert [(row.period_start, row.jobs_started) for row in usage.rows] == [
+    job_created_at(db, customer, datetime(2026, 1, 31, 23, 30, tzinfo=UTC))
+    in_paris = usage(db, admin, customer.id, "Europe/Paris")
+    assert in_paris.from_ == datetime(2026, 1, 1, tzinfo=PARIS)
+    assert in_paris.to == datetime(2026, 3, 1, tzinfo=PARIS)
+    assert [(row.period_start, row.jobs_started) for row in in_paris.rows] == [
         (datetime(2026, 2, 1, tzinfo=PARIS), 1)
     ]
-    in_utc = billing.get_usage(
-        db,
-        caller=admin,
-        start=date(2026, 1, 1),
-        end=date(2026, 3, 1),
-        interval=Interval.MONTH,
-        customer_id=customer.id,
-    )
+    in_utc = usage(db, admin, customer.id)
     assert [row.period_start for row in in_utc.rows] == [datetime(2026, 1, 1, tzinfo=UTC)]
     assert in_utc.totals.jobs_started == 1
     assert in_utc.totals.cost == Decimal("0.0000")
@@ -118,24 +103,13 @@ def test_an_unknown_zone_is_invalid_input(db: Session, admin: Caller) -> None:
 def test_a_clients_usage_is_its_own_customers(db: Session, admin: Caller) -> None:
     mine, other = create_customer(db), create_customer(db)
     for customer in (mine, other):
-        job_created_at(db, admin, customer, datetime(2026, 1, 5, tzinfo=UTC))
+        job_created_at(db, customer, datetime(2026, 1, 5, tzinfo=UTC))
     client = Caller(create_user(db, customer=mine))
-
-    def usage(customer_id: int | None) -> Usage:
-        return billing.get_usage(
-            db,
-            caller=client,
-            start=date(2026, 1, 1),
-            end=date(2026, 2, 1),
-            interval=Interval.MONTH,
-            customer_id=customer_id,
-        )
-
-    own = usage(None)
+    own = usage(db, client, None)
     assert own.customer_id == mine.id
     assert {row.customer_id for row in own.rows} == {mine.id}
     with pytest.raises(NotFound):
-        usage(other.id)
+        usage(db, client, other.id)
 
 
 def test_an_invoice_covers_its_month_in_the_zone_december_included(
