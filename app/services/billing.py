@@ -268,12 +268,10 @@ def get_invoice(
     names the customer; a client's invoice is its own customer's."""
     zone = time_zone(session, tz)
     check_years(int(period[:4]))
-    if customer_id is None:
-        if caller.is_admin:
-            raise InvalidInput("customer_id is required: an admin names the customer to invoice")
-        customer_id = caller.user.customer_id
-        assert customer_id is not None  # a client always has a customer
-    customer = get_customer(session, caller=caller, customer_id=customer_id)
+    invoiced = report_customer(session, caller=caller, customer_id=customer_id)
+    if invoiced is None:
+        raise InvalidInput("customer_id is required: an admin names the customer to invoice")
+    customer = get_customer(session, caller=caller, customer_id=invoiced)
     first_day = date.fromisoformat(f"{period}-01")
     scope = BillingScope(
         local_midnight(first_day, zone),
