@@ -150,13 +150,14 @@ def step_funnel(
     customer = report_customer(session, caller=caller, customer_id=customer_id)
     configuration = get_configuration(session, tag=tag, version=version)
     cohort = _Cohort(configuration.id, start, end, customer)
+    jobs = _cohort_size(session, cohort)
     timings = _completion_timings(session, cohort)
     errors = _errors_by_step(session, cohort)
     return StepFunnel(
         tag=configuration.tag,
         version=configuration.version,
         configuration_id=configuration.id,
-        jobs=_cohort_size(session, cohort),
+        jobs=jobs,
         steps=[
             _step_analytics(step, timings[step.id], errors.get(step.id, (0, 0)))
             for step in configuration.steps
