@@ -50,9 +50,9 @@ class Outage:
 
 
 @pytest.fixture(scope="module")
-def outage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
+def outage_server() -> Iterator[Outage]:
     """A throwaway server with a migrated database; shared by this module's tests."""
-    with throwaway_server(tmp_path_factory.mktemp("outage")) as server:
+    with throwaway_server() as server:
         url = server.create_database("tracker_outage")
         migrated = run_python("-m", "alembic", "upgrade", "head", env=database_env(url))
         assert migrated.returncode == 0, migrated.stderr

@@ -13,9 +13,6 @@ from sqlalchemy.engine import URL, make_url
 
 from config.database import create_database
 
-# A Unix socket's path must fit in about 100 bytes (108 on Linux, 104 on macOS).
-_SOCKET_PATH_LIMIT = 100
-
 
 class ThrowawayServer:
     """A PostgreSQL server of a test's own (the `pgserver` wheel), for tests that stop and start
@@ -61,20 +58,19 @@ class ThrowawayServer:
 
 
 @contextmanager
-def throwaway_server(base_dir: Path) -> Iterator[ThrowawayServer]:
-    """A throwaway server with its data (and socket) under `base_dir`, or under a short temporary
-    directory when the socket's path would be too long there; removed afterwards."""
-    short_dir: Path | None = None
-    data_dir = base_dir / "pg"
-    if len(str(data_dir / ".s.PGSQL.5432")) > _SOCKET_PATH_LIMIT:
-        short_dir = Path(tempfile.mkdtemp(prefix="trk"))
-        data_dir = short_dir / "pg"
+def throwaway_server() -> Iterator[ThrowawayServer]:
+    """A throwaway server with its data (and socket) in a short temporary directory of its own,
+    removed afterwards.
+
+    Not under pytest's temporary directories: every pytest run of the same user resets their
+    root to mode 0700, which locks out the server's own user (pgserver runs postgres as the
+    user `pgserver` when root runs the tests) as soon as another suite starts."""
+    base_dir = Path(tempfile.mkdtemp(prefix="trk"))
     server: ThrowawayServer | None = None
     try:
-        server = ThrowawayServer(data_dir)
+        server = ThrowawayServer(base_dir / "pg")
         yield server
     finally:
         if server is not None:
             server.remove()
-        if short_dir is not None:
-            shutil.rmtree(short_dir, ignore_errors=True)
+        shutil.rmtree(base_dir, ignore_errors=True)
