@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from config import ConfigError, config
+from config.database import create_database, drop_database
+from config.validation import describe_validation_error
 from root import root_path
 
 if TYPE_CHECKING:
@@ -113,13 +114,8 @@ def reset(env: str, args: argparse.Namespace) -> None:
     setup(env)
     url = config.database.url
     config.database.dispose()
-    maintenance = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with maintenance.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{url.database}"'))
-    finally:
-        maintenance.dispose()
+    drop_database(url)
+    create_database(url)
     print(f"Database {url.database} re-created, empty: run upgrade next")
 
 
@@ -205,7 +201,9 @@ def add_fuzz_options(parser: argparse.ArgumentParser) -> None:
 
 @task("fuzz", "schemathesis over the whole API against the test database", add_fuzz_options)
 def fuzz(args: argparse.Namespace) -> None:
-    command = [sys.executable, "-m", "pytest", "tests/test_fuzz.py", "tests/test_fuzz_campaign.py"]
+    command = [
+        sys.executable, "-m", "pytest", "tests/api/test_fuzz.py", "tests/api/test_fuzz_campaign.py"
+    ]
     if args.max_examples is not None:
         if args.max_examples < 1:
             raise TaskError("--max-examples must be at least 1", 2)
@@ -325,12 +323,8 @@ def read_configurations_file(path: Path) -> "JobConfigurationFile":
             return JobConfigurationFile.model_validate(load_yaml(path, text))
         return JobConfigurationFile.model_validate_json(text)
     except ValidationError as error:
-        problems = [
-            f"{'.'.join(str(part) for part in problem['loc']) or 'file'}: {problem['msg']}"
-            for problem in error.errors(include_url=False)
-        ]
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise TaskError(f"{path} is not valid: {'; '.join(problems[:3])}{more}") from None
+        problems = describe_validation_error(error, subject="file", most=3)
+        raise TaskError(f"{path} is not valid: {problems}") from None
 
 
 def load_yaml(path: Path, text: str) -> object:

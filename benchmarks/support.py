@@ -2,7 +2,6 @@
 
 import contextlib
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from typing import Any
 import psycopg2
 from sqlalchemy.engine import URL, make_url
 
+from config import database as databases
 from root import ROOT_DIR, root_path
 
 DEFAULT_MAINTENANCE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -100,12 +100,8 @@ def migrate(url: URL) -> None:
 @contextlib.contextmanager
 def scratch_database(maintenance: URL) -> Iterator[URL]:
     """A new empty database on the maintenance connection's server, dropped afterwards."""
-    name = f"tracker_bench_{secrets.token_hex(4)}"
-    with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield maintenance.set(database=name)
-    finally:
-        with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        print(f"dropped scratch database {name}")
+    with databases.scratch_database(maintenance, prefix="tracker_bench") as url:
+        try:
+            yield url
+        finally:
+            print(f"dropping scratch database {url.database}")

@@ -2,13 +2,16 @@
 
 import logging
 import os
+import secrets
 
 from pydantic import ValidationError
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import ProgrammingError
 
-from config.database import Database
+from config.database import Database, create_database, drop_database
 from config.log import LOGGER_NAME, configure_logging
 from config.settings import SETTINGS_BY_ENV, Settings
+from config.validation import describe_validation_error
 
 logger = logging.getLogger(f"{LOGGER_NAME}.config")
 
@@ -26,6 +29,7 @@ class Config:
         self.app_env: str | None = None
         self._settings: Settings | None = None
         self._database: Database | None = None
+        self._own_database: URL | None = None
         self.database_description = ""
 
     @property
@@ -40,6 +44,38 @@ class Config:
             raise ConfigError("config.setup() has not been called")
         return self._database
 
+    def setup_own_database(self, app_env: str) -> None:
+        """Configure `app_env` on a new database of this process's own, next to the one its
+        settings name (configured or embedded), so that two test runs on one server never share
+        a schema; `drop_own_database` drops it.
+
+        Its URL becomes this process's DATABASE_URL, which the settings read: the commands and
+        servers a test starts in a subprocess use it too. Where the role may not create
+        databases, the settings' database is used as it is."""
+        base_url, origin = resolve_database_url(self._read_settings(app_env))
+        own_url = base_url.set(database=f"{base_url.database}_{secrets.token_hex(4)}")
+        try:
+            create_database(own_url)
+        except ProgrammingError as error:  # InsufficientPrivilege: no CREATEDB
+            logger.warning("using %s itself: %s", base_url.database, error.orig)
+            self.setup(app_env)
+            return
+        os.environ["DATABASE_URL"] = own_url.render_as_string(hide_password=False)
+        self.setup(app_env)
+        self._own_database = own_url
+        self.database_description = (
+            f"{app_env} database: {own_url.render_as_string(hide_password=True)} "
+            f"(this process's own, on the {origin} server)"
+        )
+
+    def drop_own_database(self) -> None:
+        """Drop the database `setup_own_database` made, if it made one."""
+        if self._own_database is None:
+            return
+        self.database.dispose()
+        drop_database(self._own_database)
+        self._own_database = None
+
     def setup(self, app_env: str | None = None) -> None:
         """Configure for `app_env` (else APP_ENV, else development).
 
@@ -51,15 +87,7 @@ class Config:
         app_env = app_env or os.environ.get("APP_ENV") or DEFAULT_APP_ENV
         if app_env == self.app_env:
             return
-        settings_class = SETTINGS_BY_ENV.get(app_env)
-        if settings_class is None:
-            valid = ", ".join(SETTINGS_BY_ENV)
-            raise ConfigError(f"Unknown APP_ENV {app_env!r}: expected one of {valid}")
-        try:
-            settings = settings_class()
-        except ValidationError as error:
-            raise ConfigError(_describe_settings_error(app_env, error)) from None
-
+        settings = self._read_settings(app_env)
         configure_logging(level=settings.log_level, log_format=settings.log_format)
         url, origin = resolve_database_url(settings)
         database = Database(
@@ -79,6 +107,18 @@ class Config:
         )
         logger.info(self.database_description)
 
+    @staticmethod
+    def _read_settings(app_env: str) -> Settings:
+        settings_class = SETTINGS_BY_ENV.get(app_env)
+        if settings_class is None:
+            valid = ", ".join(SETTINGS_BY_ENV)
+            raise ConfigError(f"Unknown APP_ENV {app_env!r}: expected one of {valid}")
+        try:
+            return settings_class()
+        except ValidationError as error:
+            problems = describe_validation_error(error, subject="settings")
+            raise ConfigError(f"Invalid {app_env} settings: {problems}") from None
+
 
 def resolve_database_url(settings: Settings) -> tuple[URL, str]:
     """The configured database if there is one, else the embedded server where allowed."""
@@ -91,14 +131,6 @@ def resolve_database_url(settings: Settings) -> tuple[URL, str]:
 
     url = embedded_database_url(settings.embedded_data_dir, settings.embedded_database_name)
     return url, "embedded"
-
-
-def _describe_settings_error(app_env: str, error: ValidationError) -> str:
-    problems = "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or 'settings'}: {item['msg']}"
-        for item in error.errors()
-    )
-    return f"Invalid {app_env} settings: {problems}"
 
 
 config = Config()

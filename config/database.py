@@ -1,8 +1,11 @@
-"""The database engine and session factory."""
+"""The database engine and session factory, and creating and dropping whole databases."""
 
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -55,3 +58,45 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _on_maintenance_database(url: URL, statement: Callable[[str], str]) -> None:
+    """Run `statement(the quoted name of the database url names)` on the `postgres` database of
+    the same server: a database is created, dropped or altered from outside itself (where no
+    setting of its own, such as a statement timeout, applies)."""
+    maintenance = create_engine(
+        url.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    try:
+        name = maintenance.dialect.identifier_preparer.quote_identifier(str(url.database))
+        with maintenance.connect() as connection:
+            connection.execute(text(statement(name)))
+    finally:
+        maintenance.dispose()
+
+
+def create_database(url: URL) -> None:
+    """Create the (empty) database `url` names, on its server."""
+    _on_maintenance_database(url, lambda name: f"CREATE DATABASE {name}")
+
+
+def drop_database(url: URL) -> None:
+    """Drop the database `url` names, if it exists, cutting off any session still on it."""
+    _on_maintenance_database(url, lambda name: f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def alter_database(url: URL, change: str) -> None:
+    """`ALTER DATABASE <the database url names> <change>`, e.g. `SET statement_timeout = 1`."""
+    _on_maintenance_database(url, lambda name: f"ALTER DATABASE {name} {change}")
+
+
+@contextmanager
+def scratch_database(server: URL, prefix: str = "tracker_scratch") -> Iterator[URL]:
+    """A new, empty database on `server`'s server, named `prefix` and a random suffix; dropped
+    afterwards."""
+    url = server.set(database=f"{prefix}_{secrets.token_hex(6)}")
+    create_database(url)
+    try:
+        yield url
+    finally:
+        drop_database(url)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.cookies import CSRF_COOKIE, SESSION_COOKIE
 from app.main import handler
-from tests.factories import (
+from tests.helpers.factories import (
     PASSWORD,
     create_admin,
     create_api_key,
@@ -18,7 +18,7 @@ from tests.factories import (
     create_customer,
     create_user,
 )
-from tests.support import (
+from tests.helpers.lambda_events import (
     LambdaContext,
     http_api_event,
     response_headers,

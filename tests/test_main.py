@@ -10,9 +10,9 @@ from sqlalchemy import text
 
 from app.dependencies import SessionDep
 from app.internal.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited
-from app.main import app
 from config.log import JsonFormatter
-from tests.support import captured_records
+from tests.helpers.app import extra_routes
+from tests.helpers.capture import captured_records
 
 probe = APIRouter(prefix="/_probe")
 
@@ -56,12 +56,8 @@ def slow(session: SessionDep) -> None:
 @pytest.fixture
 def probe_client(client: TestClient) -> Iterator[TestClient]:
     """The real app with a few extra routes that fail on purpose."""
-    before = list(app.router.routes)
-    app.include_router(probe)
-    try:
+    with extra_routes(probe):
         yield client
-    finally:
-        app.router.routes[:] = before
 
 
 @pytest.mark.parametrize(

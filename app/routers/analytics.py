@@ -3,12 +3,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.dependencies import Reader, SessionDep
+from app.internal.periods import YEARS_IN_UTC, Interval
 from app.schemas.analytics import CustomersAnalytics, JobAnalytics, StepFunnel
 from app.schemas.error import error_responses
 from app.schemas.fields import NO_NUL, UtcDatetime
 from app.services import analytics
-from app.services.analytics import Interval
-from app.services.billing import YEARS_IN_UTC
 
 router = APIRouter(
     prefix="/analytics", tags=["analytics"], responses=error_responses(401, 403, 422)

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 
 from app.dependencies import Reader, SessionDep
+from app.internal.periods import YEARS, YEARS_IN_UTC, Interval
 from app.schemas.base import Schema
 from app.schemas.billing import (
     DateOrDatetime,
-    Interval,
     Invoice,
     InvoiceLine,
     ResponseFormat,
@@ -21,7 +21,6 @@ from app.schemas.billing import (
 from app.schemas.error import error_responses
 from app.schemas.fields import NO_NUL
 from app.services import billing
-from app.services.billing import YEARS, YEARS_IN_UTC
 
 router = APIRouter(
     prefix="/billing", tags=["billing"], responses=error_responses(401, 403, 404, 422)

@@ -7,10 +7,17 @@ from app.internal.pagination import DEFAULT_LIMIT
 from app.models import JobStatus
 from app.schemas.error import error_responses
 from app.schemas.fields import NO_NUL, UtcDatetime
-from app.schemas.job import EventPublic, JobCreate, JobDetail, JobPublic, JobStepState
+from app.schemas.job import (
+    EventPublic,
+    JobCreate,
+    JobDetail,
+    JobPublic,
+    JobSort,
+    JobStepState,
+)
 from app.schemas.page import Page
 from app.services import jobs
-from app.services.jobs import JobFilters, JobSort, JobState
+from app.services.jobs import JobFilters, JobState
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=error_responses(401, 403))
 

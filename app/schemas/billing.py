@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, TypeAdapter
 
+from app.internal.periods import Interval
 from app.schemas.base import Schema
 
 MONEY_PLACES = Decimal("0.0001")
@@ -19,12 +20,6 @@ def _four_places(value: Decimal) -> Decimal:
 
 
 Money = Annotated[Decimal, AfterValidator(_four_places)]
-
-
-class Interval(enum.StrEnum):
-    DAY = "day"
-    WEEK = "week"  # starts on Monday
-    MONTH = "month"
 
 
 class ResponseFormat(enum.StrEnum):

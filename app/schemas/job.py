@@ -1,3 +1,4 @@
+import enum
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -12,6 +13,12 @@ from app.schemas.metadata import Metadata
 
 # Printable ASCII without spaces: safe in URLs, logs and spreadsheets.
 ProviderJobId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,200}$")]
+
+
+class JobSort(enum.StrEnum):  # the orders of GET /jobs
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+    PROGRESS = "progress"
 
 
 class JobBase(Schema):

@@ -3,10 +3,10 @@
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, true
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from app.internal.errors import Forbidden
-from app.models import ApiKey, Scope, User, UserSession
+from app.internal.errors import Forbidden, NotFound
+from app.models import ApiKey, Customer, Scope, User, UserSession
 
 
 @dataclass(frozen=True)
@@ -36,3 +36,14 @@ class Caller:
 def require_admin(caller: Caller) -> None:
     if not caller.is_admin:
         raise Forbidden("Only admins may do this")
+
+
+def report_customer(session: Session, *, caller: Caller, customer_id: int | None) -> int | None:
+    """The customer a report is narrowed to: `customer_id` if the caller may see it (else
+    NotFound, as for a missing one), else a client's own; None, every customer, for an admin who
+    names none."""
+    if customer_id is not None:
+        if not caller.can_see_customer(customer_id) or session.get(Customer, customer_id) is None:
+            raise NotFound(f"Customer {customer_id} not found")
+        return customer_id
+    return None if caller.is_admin else caller.user.customer_id

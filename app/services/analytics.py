@@ -6,15 +6,14 @@ completion of each step (`job_step_completions`) and the errors counted per step
 (`job_step_errors`), which `apply_events` keeps in the same transaction as the events.
 """
 
-import enum
 from collections import defaultdict
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import ColumnElement, cast, func, select, true, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from app.internal.errors import InvalidInput, NotFound
+from app.internal.periods import Interval, check_range, period_starts
 from app.internal.quantiles import quantiles
 from app.models import (
     Customer,
@@ -24,7 +23,7 @@ from app.models import (
     JobStepCompletion,
     JobStepError,
 )
-from app.models.job_configuration import Money
+from app.models.job_configuration import JobConfigurationStep, Money
 from app.schemas.analytics import (
     ConfigurationCount,
     CustomerAnalytics,
@@ -35,74 +34,15 @@ from app.schemas.analytics import (
     StepAnalytics,
     StepFunnel,
 )
-from app.services.access import Caller, require_admin
-from app.services.billing import check_years
+from app.services.access import Caller, report_customer, require_admin
 from app.services.job_configurations import get_configuration
 
-MAX_RANGE_YEARS = 5
-# Five calendar years span at most 1,827 days (two of them leap years).
-MAX_RANGE = timedelta(days=365 * MAX_RANGE_YEARS + 2)
-MAX_PERIODS = 400
 
-
-class Interval(enum.StrEnum):
-    DAY = "day"
-    WEEK = "week"
-    MONTH = "month"
-
-
-def check_range(start: datetime, end: datetime) -> None:
-    """[start, end) must be a non-empty range of at most five years, in the years billing
-    knows (periods are cut up to the start of the next one, which must exist)."""
-    check_years(start.year, end.year)
-    if start >= end:
-        raise InvalidInput("`from` must be before `to`")
-    if end - start > MAX_RANGE:
-        raise InvalidInput(
-            f"The range may span at most {MAX_RANGE_YEARS} years ({MAX_RANGE.days} days)"
-        )
-
-
-def _period_start(moment: datetime, interval: Interval) -> datetime:
-    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    if interval == Interval.WEEK:
-        return day - timedelta(days=day.weekday())  # weeks start on Monday
-    if interval == Interval.MONTH:
-        return day.replace(day=1)
-    return day
-
-
-def _next_period(start: datetime, interval: Interval) -> datetime:
-    if interval == Interval.MONTH:
-        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-    return start + timedelta(days=7 if interval == Interval.WEEK else 1)
-
-
-def period_starts(start: datetime, end: datetime, interval: Interval) -> list[datetime]:
-    """The start of every period (in UTC) overlapping [start, end), at most MAX_PERIODS."""
-    check_range(start, end)
-    starts = [_period_start(start.astimezone(UTC), interval)]
-    while (following := _next_period(starts[-1], interval)) < end:
-        if len(starts) == MAX_PERIODS:
-            raise InvalidInput(
-                f"The range covers more than {MAX_PERIODS} periods of one {interval.value}: "
-                "ask for a longer interval or a shorter range"
-            )
-        starts.append(following)
-    return starts
-
-
-CustomerScope = Callable[[InstrumentedAttribute[int]], ColumnElement[bool]]
-
-
-def _customer_scope(session: Session, caller: Caller, customer_id: int | None) -> CustomerScope:
-    """What the caller may see, narrowed to `customer_id` (a customer the caller may see), as a
-    WHERE clause on any customer id column."""
-    if customer_id is None:
-        return caller.customer_filter
-    if not caller.can_see_customer(customer_id) or session.get(Customer, customer_id) is None:
-        raise NotFound(f"Customer {customer_id} not found")
-    return lambda column: column == customer_id
+def _of_customer(
+    column: InstrumentedAttribute[int], customer_id: int | None
+) -> ColumnElement[bool]:
+    """Rows of the customer a report is narrowed to, or every row (None)."""
+    return true() if customer_id is None else column == customer_id
 
 
 def job_analytics(
@@ -117,6 +57,7 @@ def job_analytics(
 ) -> JobAnalytics:
     """Jobs created in [start, end) by status, by configuration version and by period."""
     starts = period_starts(start, end, interval)
+    customer = report_customer(session, caller=caller, customer_id=customer_id)
     period = func.date_trunc(interval.value, Job.created_at, "UTC")
     # One pass over the range's jobs, grouped three ways.
     statement = (
@@ -129,7 +70,7 @@ def job_analytics(
         )
         .join(JobConfiguration, JobConfiguration.id == Job.configuration_id)
         .where(
-            _customer_scope(session, caller, customer_id)(Job.customer_id),
+            _of_customer(Job.customer_id, customer),
             Job.created_at >= start,
             Job.created_at < end,
             JobConfiguration.tag == tag if tag is not None else true(),
@@ -165,6 +106,31 @@ def job_analytics(
     )
 
 
+@dataclass(frozen=True)
+class _Cohort:
+    """The jobs a funnel follows: of one configuration version, created in [start, end), of one
+    customer or of every one (None)."""
+
+    configuration_id: int
+    start: datetime
+    end: datetime
+    customer_id: int | None
+
+    def where(
+        self,
+        configuration_id: InstrumentedAttribute[int],
+        created_at: InstrumentedAttribute[datetime],
+        customer_id: InstrumentedAttribute[int],
+    ) -> list[ColumnElement[bool]]:
+        """The cohort, on a table's copies of the job's configuration, creation and customer."""
+        return [
+            configuration_id == self.configuration_id,
+            created_at >= self.start,
+            created_at < self.end,
+            _of_customer(customer_id, self.customer_id),
+        ]
+
+
 def step_funnel(
     session: Session,
     *,
@@ -181,74 +147,84 @@ def step_funnel(
     Three aggregates, none of them a sort: the jobs, the completions counted by step and by
     bucket of their time (`quantiles`), and the errors counted by step."""
     check_range(start, end)
-    customer_scope = _customer_scope(session, caller, customer_id)
+    customer = report_customer(session, caller=caller, customer_id=customer_id)
     configuration = get_configuration(session, tag=tag, version=version)
-    completion, error = JobStepCompletion, JobStepError
-
-    def scoped(table: type[JobStepCompletion | JobStepError]) -> list[ColumnElement[bool]]:
-        return [
-            table.configuration_id == configuration.id,
-            table.job_created_at >= start,
-            table.job_created_at < end,
-            customer_scope(table.customer_id),
-        ]
-
-    jobs = session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(
-            Job.configuration_id == configuration.id,
-            Job.created_at >= start,
-            Job.created_at < end,
-            customer_scope(Job.customer_id),
-        )
-    )
-    timings: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for step_id, key, count in session.execute(
-        select(completion.step_id, completion.seconds_bucket, func.count())
-        .where(*scoped(completion))
-        .group_by(completion.step_id, completion.seconds_bucket)
-    ):
-        timings[step_id].append((key, count))
-    errors = {
-        row.step_id: row
-        for row in session.execute(
-            select(
-                error.step_id,
-                func.sum(error.error_count).label("errors"),
-                # Jobs that failed at the step and never completed it also reached it.
-                func.count().filter(error.step_completed.is_(False)).label("failed_only"),
-            )
-            .where(*scoped(error))
-            .group_by(error.step_id)
-        )
-    }
-
-    steps = []
-    for step in configuration.steps:
-        completions = sum(count for _, count in timings[step.id])
-        errored = errors.get(step.id)
-        error_count = int(errored.errors) if errored else 0
-        median, p95 = quantiles(timings[step.id], [0.5, 0.95])
-        steps.append(
-            StepAnalytics(
-                position=step.position,
-                tag=step.tag,
-                name=step.name,
-                jobs_reached=completions + (errored.failed_only if errored else 0),
-                completions=completions,
-                errors=error_count,
-                error_rate=_ratio(error_count, completions + error_count),
-                median_seconds=median,
-                p95_seconds=p95,
-            )
-        )
+    cohort = _Cohort(configuration.id, start, end, customer)
+    jobs = _cohort_size(session, cohort)
+    timings = _completion_timings(session, cohort)
+    errors = _errors_by_step(session, cohort)
     return StepFunnel(
         tag=configuration.tag,
         version=configuration.version,
         configuration_id=configuration.id,
-        jobs=jobs or 0,
-        steps=steps,
+        jobs=jobs,
+        steps=[
+            _step_analytics(step, timings[step.id], errors.get(step.id, (0, 0)))
+            for step in configuration.steps
+        ],
+    )
+
+
+def _cohort_size(session: Session, cohort: _Cohort) -> int:
+    jobs = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(*cohort.where(Job.configuration_id, Job.created_at, Job.customer_id))
+    )
+    return jobs or 0
+
+
+def _completion_timings(
+    session: Session, cohort: _Cohort
+) -> defaultdict[int, list[tuple[int, int]]]:
+    """Per step, its completions counted by bucket of their time: (bucket, count) pairs."""
+    completion = JobStepCompletion
+    timings: defaultdict[int, list[tuple[int, int]]] = defaultdict(list)
+    for step_id, bucket, count in session.execute(
+        select(completion.step_id, completion.seconds_bucket, func.count())
+        .where(
+            *cohort.where(
+                completion.configuration_id, completion.job_created_at, completion.customer_id
+            )
+        )
+        .group_by(completion.step_id, completion.seconds_bucket)
+    ):
+        timings[step_id].append((bucket, count))
+    return timings
+
+
+def _errors_by_step(session: Session, cohort: _Cohort) -> dict[int, tuple[int, int]]:
+    """Per step: the error events naming it, and the jobs that failed at it and never completed
+    it (they reached it too)."""
+    error = JobStepError
+    rows = session.execute(
+        select(
+            error.step_id,
+            func.sum(error.error_count),
+            func.count().filter(error.step_completed.is_(False)),
+        )
+        .where(*cohort.where(error.configuration_id, error.job_created_at, error.customer_id))
+        .group_by(error.step_id)
+    )
+    return {step_id: (int(errors), failed_only) for step_id, errors, failed_only in rows}
+
+
+def _step_analytics(
+    step: JobConfigurationStep, timings: list[tuple[int, int]], errors: tuple[int, int]
+) -> StepAnalytics:
+    completions = sum(count for _, count in timings)
+    error_count, failed_only = errors
+    median, p95 = quantiles(timings, [0.5, 0.95])
+    return StepAnalytics(
+        position=step.position,
+        tag=step.tag,
+        name=step.name,
+        jobs_reached=completions + failed_only,
+        completions=completions,
+        errors=error_count,
+        error_rate=_ratio(error_count, completions + error_count),
+        median_seconds=median,
+        p95_seconds=p95,
     )
 
 

@@ -6,7 +6,7 @@ in which it completed, so an invoice's total is the usage cost of its month.
 """
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,6 +26,15 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.internal.errors import InvalidInput
+from app.internal.periods import (
+    Interval,
+    check_period_count,
+    check_span,
+    check_years,
+    instant,
+    local_midnight,
+    next_period,
+)
 from app.models import (
     Customer,
     Job,
@@ -34,15 +43,9 @@ from app.models import (
     JobStatus,
     JobStepCompletion,
 )
-from app.schemas.billing import Interval, Invoice, InvoiceLine, Usage, UsageFigures, UsageRow
-from app.services.access import Caller
+from app.schemas.billing import Invoice, InvoiceLine, Usage, UsageFigures, UsageRow
+from app.services.access import Caller, report_customer
 from app.services.customers import get_customer
-
-MAX_PERIODS = 400
-MAX_YEARS = 5
-MAX_DAYS = MAX_YEARS * 365 + 2  # leap days included
-YEARS = range(1970, 9999)  # no data is older; Python's dates end with 9999
-YEARS_IN_UTC = f"Years {YEARS[0]} to {YEARS[-1]}, in UTC."
 
 # Zones PostgreSQL has said it knows, for the life of the process.
 _zones_known_to_database: set[str] = set()
@@ -65,58 +68,6 @@ def time_zone(session: Session, name: str) -> ZoneInfo:
             raise InvalidInput(unknown) from error
         _zones_known_to_database.add(name)
     return zone
-
-
-def check_years(*years: int) -> None:
-    if any(year not in YEARS for year in years):
-        raise InvalidInput(f"Dates must fall in the years {YEARS[0]} to {YEARS[-1]}")
-
-
-def local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    """Midnight at the start of `day` in `zone`, in UTC, read as PostgreSQL reads local times
-    (so that it matches the periods it cuts): where midnight happens twice, or not at all, the
-    later of the two candidate instants."""
-    first = datetime.combine(day, time(), zone)
-    return max(first.astimezone(UTC), first.replace(fold=1).astimezone(UTC))
-
-
-def _instant(value: datetime | date, zone: ZoneInfo) -> datetime:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    return local_midnight(value, zone)
-
-
-def _period_of(moment: datetime, interval: Interval, zone: ZoneInfo) -> date:
-    day = moment.astimezone(zone).date()
-    if interval == Interval.WEEK:
-        return day - timedelta(days=day.weekday())
-    if interval == Interval.MONTH:
-        return day.replace(day=1)
-    return day
-
-
-def _period_count(start: datetime, end: datetime, interval: Interval, zone: ZoneInfo) -> int:
-    first = _period_of(start, interval, zone)
-    last = _period_of(end - timedelta(microseconds=1), interval, zone)
-    if interval == Interval.MONTH:
-        return (last.year - first.year) * 12 + last.month - first.month + 1
-    days = (last - first).days
-    return days // 7 + 1 if interval == Interval.WEEK else days + 1
-
-
-def _check_range(start: datetime, end: datetime, interval: Interval, zone: ZoneInfo) -> None:
-    if start >= end:
-        raise InvalidInput("'from' must be before 'to'")
-    if end - start > timedelta(days=MAX_DAYS):
-        raise InvalidInput(
-            f"The range is too long: at most {MAX_YEARS} years ({MAX_DAYS} days) per request"
-        )
-    periods = _period_count(start, end, interval, zone)
-    if periods > MAX_PERIODS:
-        raise InvalidInput(
-            f"The range covers {periods} {interval.value}s: at most {MAX_PERIODS} periods per "
-            "request (ask for a longer interval, or a shorter range)"
-        )
 
 
 @dataclass(frozen=True)
@@ -228,14 +179,6 @@ def usage_statement(
     )
 
 
-def _customer_scope(session: Session, caller: Caller, customer_id: int | None) -> int | None:
-    """The customer a report is for: the one asked for if the caller may see it, else a client's
-    own, or every customer for an admin (None)."""
-    if customer_id is not None:
-        return get_customer(session, caller=caller, customer_id=customer_id).id
-    return None if caller.is_admin else caller.user.customer_id
-
-
 def get_usage(
     session: Session,
     *,
@@ -250,10 +193,13 @@ def get_usage(
     """Usage per customer and period of [start, end); a date is midnight in `tz`. Periods with
     nothing in them are left out, so a customer with no activity has no rows (totals zero)."""
     zone = time_zone(session, tz)
-    check_years(start.year, end.year)
-    start_at, end_at = _instant(start, zone), _instant(end, zone)
-    _check_range(start_at, end_at, interval, zone)
-    scope = BillingScope(start_at, end_at, _customer_scope(session, caller, customer_id), tag)
+    check_years(start.year, end.year)  # as given: a date is a day in `tz`
+    start_at, end_at = instant(start, zone), instant(end, zone)
+    check_span(start_at, end_at)
+    check_period_count(start_at, end_at, interval, zone)
+    scope = BillingScope(
+        start_at, end_at, report_customer(session, caller=caller, customer_id=customer_id), tag
+    )
     rows = [
         UsageRow.model_validate({**row._mapping, "period_start": row.period_start.astimezone(zone)})
         for row in session.execute(usage_statement(scope, interval=interval, tz=tz))
@@ -322,16 +268,16 @@ def get_invoice(
     names the customer; a client's invoice is its own customer's."""
     zone = time_zone(session, tz)
     check_years(int(period[:4]))
-    if customer_id is None:
-        if caller.is_admin:
-            raise InvalidInput("customer_id is required: an admin names the customer to invoice")
-        customer_id = caller.user.customer_id
-        assert customer_id is not None  # a client always has a customer
-    customer = get_customer(session, caller=caller, customer_id=customer_id)
+    invoiced = report_customer(session, caller=caller, customer_id=customer_id)
+    if invoiced is None:
+        raise InvalidInput("customer_id is required: an admin names the customer to invoice")
+    customer = get_customer(session, caller=caller, customer_id=invoiced)
     first_day = date.fromisoformat(f"{period}-01")
-    next_month = (first_day + timedelta(days=31)).replace(day=1)
     scope = BillingScope(
-        local_midnight(first_day, zone), local_midnight(next_month, zone), customer.id, None
+        local_midnight(first_day, zone),
+        local_midnight(next_period(first_day, Interval.MONTH), zone),
+        customer.id,
+        None,
     )
     lines = [
         InvoiceLine.model_validate(row._mapping)

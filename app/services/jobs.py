@@ -1,6 +1,5 @@
 """Jobs: creation (idempotent per provider_job_id), reads, lists and cancellation."""
 
-import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,14 +20,8 @@ from app.models import (
     JobStatus,
     JobStepCompletion,
 )
-from app.schemas.job import JobCreate
+from app.schemas.job import JobCreate, JobSort
 from app.services.access import Caller
-
-
-class JobSort(enum.StrEnum):
-    CREATED_AT = "created_at"
-    UPDATED_AT = "updated_at"
-    PROGRESS = "progress"
 
 
 def resolve_configuration(session: Session, *, tag: str, version: int | None) -> JobConfiguration:

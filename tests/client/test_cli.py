@@ -13,7 +13,7 @@ import pytest
 from root import ROOT_DIR
 from tests.client.support import PIPELINE_STEPS, Account, ApiServer, free_port
 from tests.client.test_jobs import server_events
-from tests.factories import PASSWORD
+from tests.helpers.factories import PASSWORD
 from trackerapi import ApiError, JobConfig, StepConfig, Tracker
 
 TAGS = [tag for tag, _, _ in PIPELINE_STEPS]

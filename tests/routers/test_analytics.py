@@ -25,13 +25,12 @@ from app.models import (
     JobStepError,
     Scope,
 )
-from app.schemas.job import EventCreate, JobCreate
+from app.schemas.job import EventCreate
 from app.services import events as event_service
-from app.services import jobs as job_service
 from app.services.access import Caller
-from tests.factories import create_admin, create_configuration, create_customer
-from tests.jobs_support import PIPELINE, Script, admin_script, client_script, new_job, pipeline
-from tests.support import captured_statements
+from tests.helpers.capture import captured_statements
+from tests.helpers.factories import create_admin, create_configuration, create_customer, create_job
+from tests.helpers.scripts import PIPELINE, Script, admin_script, client_script, new_job, pipeline
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 STATUSES = ["pending", "running", "completed", "failed", "cancelled"]
@@ -523,18 +522,7 @@ def test_errors_and_step_times_always_agree_with_the_events(
     try:
         configuration, customer = pipeline(db), create_customer(db)
         admin = Caller(user=create_admin(db))
-        jobs = [
-            job_service.create_job(
-                db,
-                caller=admin,
-                job_in=JobCreate(
-                    provider_job_id=f"hyp-{customer.id}-{n}",
-                    tag=configuration.tag,
-                    customer_id=customer.id,
-                ),
-            )[0]
-            for n in range(2)
-        ]
+        jobs = [create_job(db, configuration=configuration, customer=customer) for _ in range(2)]
         items: list[dict[str, Any]] = [
             {
                 "job_id": jobs[job].id,
@@ -696,8 +684,8 @@ def test_analytics_need_authentication(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("start", "end", "message"),
     [
-        ("2026-02-01T00:00:00Z", "2026-01-01T00:00:00Z", "`from` must be before `to`"),
-        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "`from` must be before `to`"),
+        ("2026-02-01T00:00:00Z", "2026-01-01T00:00:00Z", "'from' must be before 'to'"),
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "'from' must be before 'to'"),
         ("2020-01-01T00:00:00Z", "2025-01-03T00:00:00Z", "at most 5 years (1827 days)"),
     ],
 )
@@ -722,7 +710,7 @@ def test_more_than_400_periods_is_422(script: Script) -> None:
         "/analytics/jobs", interval="day", **{"from": allowed["from"], "to": "2026-02-05T00:00:01Z"}
     )
     assert response.status_code == 422
-    assert "more than 400 periods" in response.json()["detail"]
+    assert "at most 400 periods" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(

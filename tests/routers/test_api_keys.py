@@ -11,14 +11,14 @@ from sqlalchemy.orm import Session
 from app.internal import api_key_format
 from app.models import ApiKey, Scope, User
 from config import config
-from tests.factories import (
+from tests.helpers.capture import captured_statements
+from tests.helpers.factories import (
     bearer_token,
     create_admin,
     create_api_key,
     create_user,
     log_in,
 )
-from tests.support import captured_statements
 
 MISSING_ID = 987_654_321
 INVALID_KEY = {"detail": "Invalid API key"}

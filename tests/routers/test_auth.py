@@ -22,7 +22,8 @@ from app.internal.security import create_access_token, csrf_token_for
 from app.main import app
 from app.models import ApiKey, User, UserSession
 from config import config
-from tests.factories import (
+from tests.helpers.app import extra_routes
+from tests.helpers.factories import (
     PASSWORD,
     bearer_token,
     create_api_key,
@@ -530,12 +531,8 @@ def ingest(caller: Ingester) -> dict[str, int]:
 @pytest.fixture
 def probe_client(client: TestClient) -> Iterator[TestClient]:
     """The real app with an unsafe route that scripts may call (no such route exists yet)."""
-    before = list(app.router.routes)
-    app.include_router(probe)
-    try:
+    with extra_routes(probe):
         yield client
-    finally:
-        app.router.routes[:] = before
 
 
 def test_an_api_key_post_needs_no_csrf_token(probe_client: TestClient, db: Session) -> None:

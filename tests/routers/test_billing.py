@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.models import Customer, JobConfiguration, Scope
-from tests.factories import create_configuration, create_customer
-from tests.jobs_support import PIPELINE, Script, admin_script, client_script, new_job, pipeline
+from tests.helpers.factories import create_configuration, create_customer
+from tests.helpers.scripts import PIPELINE, Script, admin_script, client_script, new_job, pipeline
 
 COSTS = {tag: cost for tag, _, cost in PIPELINE}
 POINTS = {tag: points for tag, points, _ in PIPELINE}

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Customer, Scope
-from tests.factories import (
+from tests.helpers.factories import (
     PASSWORD,
     bearer_token,
     create_admin,

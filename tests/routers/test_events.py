@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Event, Scope
-from tests.factories import create_customer
-from tests.jobs_support import PIPELINE, Script, admin_script, client_script, new_job, pipeline
+from tests.helpers.factories import create_customer
+from tests.helpers.scripts import PIPELINE, Script, admin_script, client_script, new_job, pipeline
 
 
 @pytest.fixture

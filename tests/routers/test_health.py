@@ -2,12 +2,11 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session
 
-from app.dependencies import get_db, unit_of_work
 from app.main import app, handler
 from config.database import Database
-from tests.support import (
+from tests.helpers.app import requests_on
+from tests.helpers.lambda_events import (
     LambdaContext,
     http_api_event,
     response_headers,
@@ -27,15 +26,10 @@ def unreachable_database() -> Iterator[None]:
     """Route requests to a database nobody listens on."""
     database = Database("postgresql+psycopg2://tracker@127.0.0.1:1/tracker", connect_timeout_s=1)
 
-    def get_unreachable_db() -> Iterator[Session]:
-        with database.SessionLocal() as session:
-            yield from unit_of_work(session)
-
-    app.dependency_overrides[get_db] = get_unreachable_db
     try:
-        yield
+        with requests_on(database):
+            yield
     finally:
-        app.dependency_overrides.pop(get_db, None)
         database.dispose()
 
 

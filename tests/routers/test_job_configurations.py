@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import JobConfiguration, Role, Scope
-from tests.factories import (
+from tests.helpers.capture import captured_statements
+from tests.helpers.factories import (
     Login,
     bearer_token,
     create_admin,
@@ -20,7 +21,6 @@ from tests.factories import (
     log_in,
     unique,
 )
-from tests.support import captured_statements
 
 URL = "/job-configurations"
 StepSpec = tuple[str, int, Any]

@@ -9,9 +9,9 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.models import Job
-from tests.factories import create_configuration, create_customer, create_user
-from tests.jobs_support import PIPELINE, Script, admin_script, client_script, new_job, pipeline
-from tests.support import captured_statements
+from tests.helpers.capture import captured_statements
+from tests.helpers.factories import create_configuration, create_customer, create_user
+from tests.helpers.scripts import PIPELINE, Script, admin_script, client_script, new_job, pipeline
 
 
 @pytest.fixture
@@ -304,7 +304,7 @@ def test_a_completed_job_cannot_be_cancelled(db: Session, script: Script) -> Non
 def test_browser_users_read_jobs_with_their_session(
     db: Session, client: TestClient, script: Script
 ) -> None:
-    from tests.factories import log_in
+    from tests.helpers.factories import log_in
 
     customer = create_customer(db)
     job = new_job(script, pipeline(db), customer.id)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Customer, Role, Scope, User
 from config import config
-from tests.factories import (
+from tests.helpers.factories import (
     PASSWORD,
     bearer_token,
     create_admin,

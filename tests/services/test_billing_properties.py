@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.internal.periods import Interval
 from app.models import EventKind, Job, JobConfiguration, JobStepCompletion
-from app.schemas.billing import Interval
 from app.schemas.job import EventCreate, JobCreate
 from app.services import billing, jobs
 from app.services.access import Caller
 from app.services.events import apply_events
-from tests.factories import create_admin, create_configuration, create_customer, unique
+from tests.helpers.factories import create_admin, create_configuration, create_customer, unique
 
 # Completion times straddling the month (and so day) boundaries of January to March 2026 in UTC,
 # and, with offsets of up to 14 hours, in the zones below.

@@ -13,7 +13,12 @@ from sqlalchemy import func, select
 from app.main import app
 from app.models import Event, Job, JobStepCompletion
 from config import config
-from tests.factories import create_admin, create_api_key, create_configuration, create_customer
+from tests.helpers.factories import (
+    create_admin,
+    create_api_key,
+    create_configuration,
+    create_customer,
+)
 
 pytestmark = pytest.mark.usefixtures("committed")
 

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config.log import JsonFormatter, TextFormatter, escape
-from tests.support import captured_records
+from tests.helpers.capture import captured_records
 
 FORGED = "2026-12-01 00:00:00,000 INFO tracker.access: request method=GET path=/ status=200"
 # A record of the text format starts with its time; a forged one would too.

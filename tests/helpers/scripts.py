@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.models import Customer, JobConfiguration, Scope, User
-from tests.factories import (
+from tests.helpers.factories import (
     create_admin,
     create_api_key,
     create_configuration,

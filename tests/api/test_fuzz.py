@@ -25,14 +25,14 @@ from app.schemas.job import EventCreate, JobCreate
 from app.services import events, jobs
 from app.services.access import Caller
 from config import config
-from tests.factories import (
+from tests.helpers.factories import (
     PASSWORD,
     create_api_key,
     create_configuration,
     create_customer,
     create_user,
 )
-from tests.jobs_support import PIPELINE
+from tests.helpers.scripts import PIPELINE
 
 # Schema-valid input may still be refused with 422 by rules the schema cannot state (an unknown
 # tag, `from` after `to`, an invalid cursor, a step event naming no step): the default statuses

@@ -12,7 +12,9 @@ from sqlalchemy import Select, create_engine, func, select
 import seed
 from app.internal.security import verify_password
 from app.models import Customer, Job, JobConfiguration, JobStatus, Role, User
-from tests.support import database_env, run_python, scratch_database
+from config import config
+from config.database import scratch_database
+from tests.helpers.processes import database_env, run_python
 
 
 def scalar_rows(database_url: str, statement: Select[Any]) -> list[Any]:
@@ -84,7 +86,7 @@ def test_production_tasks_refuse_unsafe_settings_in_one_line() -> None:
 
 
 def test_database_lifecycle_on_a_scratch_database() -> None:
-    with scratch_database() as url:
+    with scratch_database(config.database.url) as url:
         env = database_env(url)
 
         def run(*args: str) -> str:
@@ -125,7 +127,7 @@ def test_database_lifecycle_on_a_scratch_database() -> None:
 
 
 def test_users_tasks_create_an_admin_and_set_a_password() -> None:
-    with scratch_database() as url:
+    with scratch_database(config.database.url) as url:
         env = database_env(url)
         assert run_python("tasks.py", "db:test:upgrade", env=env).returncode == 0
 
@@ -185,7 +187,7 @@ def configurations_file(*entries: tuple[str, str, str]) -> dict[str, Any]:
 
 
 def test_configs_load_creates_and_versions_configurations_from_a_file(tmp_path: Path) -> None:
-    with scratch_database() as url:
+    with scratch_database(config.database.url) as url:
         env = database_env(url)
         assert run_python("tasks.py", "db:test:upgrade", env=env).returncode == 0
 

@@ -2,13 +2,13 @@
 
 import importlib.util
 
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import URL
+from sqlalchemy import create_engine, inspect
 
 from app.models import Base, JobStepCompletion
 from config import config
+from config.database import alter_database, scratch_database
 from root import ROOT_DIR
-from tests.support import database_env, run_python, scratch_database
+from tests.helpers.processes import database_env, run_python
 
 
 def table_names(url_env: dict[str, str]) -> set[str]:
@@ -19,33 +19,22 @@ def table_names(url_env: dict[str, str]) -> set[str]:
         engine.dispose()
 
 
-def set_database_statement_timeout(url: URL, value: str) -> None:
-    # Its own connection runs with no timeout: resetting a 1 ms one must not depend on the
-    # connection's first queries being faster than that.
-    engine = create_engine(
-        url, isolation_level="AUTOCOMMIT", connect_args={"options": "-c statement_timeout=0"}
-    )
-    try:
-        with engine.connect() as connection:
-            connection.execute(
-                text(f'ALTER DATABASE "{url.database}" SET statement_timeout = {value}')
-            )
-    finally:
-        engine.dispose()
-
-
 def test_upgrade_downgrade_upgrade_and_no_drift() -> None:
     model_tables = set(Base.metadata.tables)
-    with scratch_database() as url:
+    with scratch_database(config.database.url) as url:
         env = database_env(url)
 
         # Neither the requests' statement timeout nor one set on the database (or the role)
-        # applies to migrations: at 1 ms nothing would pass.
-        set_database_statement_timeout(url, "1")
-        upgraded = run_python(
-            "-m", "alembic", "upgrade", "head", env={**env, "DB_STATEMENT_TIMEOUT_MS": "1"}
-        )
-        set_database_statement_timeout(url, "DEFAULT")
+        # applies to migrations: at 1 ms nothing would pass. The setting is made and undone from
+        # outside the database, since any new connection to it inherits the 1 ms (even the
+        # driver's lookups as it connects would be cancelled).
+        alter_database(url, "SET statement_timeout = 1")
+        try:
+            upgraded = run_python(
+                "-m", "alembic", "upgrade", "head", env={**env, "DB_STATEMENT_TIMEOUT_MS": "1"}
+            )
+        finally:
+            alter_database(url, "RESET statement_timeout")
         assert upgraded.returncode == 0, upgraded.stderr
         assert table_names(env) == model_tables
 

@@ -18,27 +18,22 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
-from app.dependencies import get_db, unit_of_work
 from app.main import app
 from app.models import Event, Job, JobStatus, JobStepCompletion
 from config import config
 from config.database import Database
-from tests.factories import (
+from tests.helpers.app import requests_on
+from tests.helpers.capture import captured_records
+from tests.helpers.databases import ThrowawayServer, throwaway_server
+from tests.helpers.factories import (
     PASSWORD,
     create_admin,
     create_api_key,
     create_configuration,
     create_customer,
 )
-from tests.support import (
-    ThrowawayServer,
-    captured_records,
-    database_env,
-    run_python,
-    throwaway_server,
-)
+from tests.helpers.processes import database_env, run_python
 
 STEPS = tuple((f"s{index}", index, Decimal(f"{index}.0125")) for index in range(1, 7))
 UNAVAILABLE = {"status": "unavailable", "database": "unreachable"}
@@ -55,9 +50,9 @@ class Outage:
 
 
 @pytest.fixture(scope="module")
-def outage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
+def outage_server() -> Iterator[Outage]:
     """A throwaway server with a migrated database; shared by this module's tests."""
-    with throwaway_server(tmp_path_factory.mktemp("outage")) as server:
+    with throwaway_server() as server:
         url = server.create_database("tracker_outage")
         migrated = run_python("-m", "alembic", "upgrade", "head", env=database_env(url))
         assert migrated.returncode == 0, migrated.stderr
@@ -84,15 +79,10 @@ def database(request: pytest.FixtureRequest, outage: Outage) -> Iterator[Databas
         connect_timeout_s=settings.db_connect_timeout_s,
     )
 
-    def get_outage_db() -> Iterator[Session]:
-        with database.SessionLocal() as session:
-            yield from unit_of_work(session)
-
-    app.dependency_overrides[get_db] = get_outage_db
     try:
-        yield database
+        with requests_on(database):
+            yield database
     finally:
-        app.dependency_overrides.pop(get_db, None)
         database.dispose()
 
 

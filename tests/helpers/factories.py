@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session
 
 from app.internal import api_key_format
 from app.internal.security import hash_password
-from app.models import ApiKey, Customer, JobConfiguration, Role, Scope, User
+from app.models import ApiKey, Customer, Job, JobConfiguration, Role, Scope, User
+from app.schemas.job import JobCreate
 from app.schemas.job_configuration import JobConfigurationCreate, JobConfigurationStepCreate
-from app.services import job_configurations
+from app.services import job_configurations, jobs
+from app.services.access import Caller
 
 PASSWORD = "correct horse battery"
 _sequence = itertools.count(1)
@@ -105,6 +107,31 @@ def create_configuration(
     )
     configuration, _ = job_configurations.create_configuration(db, config_in=config_in)
     return configuration
+
+
+def create_job(
+    db: Session,
+    *,
+    configuration: JobConfiguration,
+    customer: Customer,
+    created_at: datetime | None = None,
+) -> Job:
+    """A pending job of `configuration` for `customer`, made by the jobs service as an admin;
+    `created_at` dates it (before any event: their records copy the job's time)."""
+    job, _ = jobs.create_job(
+        db,
+        caller=Caller(create_admin(db)),
+        job_in=JobCreate(
+            provider_job_id=unique("job"),
+            tag=configuration.tag,
+            version=configuration.version,
+            customer_id=customer.id,
+        ),
+    )
+    if created_at is not None:
+        job.created_at = created_at
+        db.flush()
+    return job
 
 
 @dataclass

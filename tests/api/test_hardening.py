@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.models import Customer, User
 from config import config
 from root import root_path
-from tests.factories import (
+from tests.helpers.factories import (
     bearer_token,
     create_admin,
     create_configuration,
@@ -22,8 +22,8 @@ from tests.factories import (
     log_in,
     unique,
 )
-from tests.jobs_support import admin_script, new_job
-from tests.support import run_python
+from tests.helpers.processes import run_python
+from tests.helpers.scripts import admin_script, new_job
 
 
 def test_a_body_over_the_limit_is_413_before_it_is_read(client: TestClient) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.main import app
 from app.middleware import API_CONTENT_SECURITY_POLICY, PAGES_WITHOUT_THE_API_POLICY
-from tests.factories import create_admin, log_in
+from tests.helpers.factories import create_admin, log_in
 
 
 def methods_by_path() -> dict[str, set[str]]:

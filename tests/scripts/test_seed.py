@@ -20,7 +20,7 @@ from app.schemas.job import EventCreate, JobCreate
 from app.services import events as event_service
 from app.services import jobs as job_service
 from app.services.access import Caller
-from tests.factories import create_admin
+from tests.helpers.factories import create_admin
 
 COMPARED = [
     "status",

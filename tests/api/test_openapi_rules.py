@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from app.main import app
 from app.schemas.billing import YEAR_MONTH_PATTERN
-from app.services.billing import YEARS
-from tests.factories import PASSWORD, bearer_token, create_admin, create_customer, create_user
-from tests.jobs_support import PIPELINE, admin_script, new_job, pipeline
+from app.internal.periods import YEARS
+from tests.helpers.factories import PASSWORD, bearer_token, create_admin, create_customer, create_user
+from tests.helpers.scripts import PIPELINE, admin_script, new_job, pipeline
 
 DOCUMENT = app.openapi()
 

@@ -15,8 +15,8 @@ from app.middleware import client_address_for
 from app.models import LoginFailure, User
 from app.services.login_throttle import normalized_address
 from config import config
-from tests.factories import PASSWORD, create_user, unique
-from tests.support import LambdaContext, http_api_event, rest_event
+from tests.helpers.factories import PASSWORD, create_user, unique
+from tests.helpers.lambda_events import LambdaContext, http_api_event, rest_event
 
 ATTACKER, OWNER, ELSEWHERE = "198.51.100.66", "192.0.2.10", "203.0.113.99"
 

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Customer, User
-from tests.factories import bearer_token, create_admin, create_api_key, unique
+from tests.helpers.factories import bearer_token, create_admin, create_api_key, unique
 
 # Every route that takes no key, with a body that would otherwise be valid where one is needed.
 TOKEN_ONLY_ROUTES: list[tuple[str, str, object]] = [

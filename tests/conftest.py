@@ -12,20 +12,27 @@ from sqlalchemy.orm import Session
 from config import config
 from root import root_path
 
-config.setup("test")
+# A database of this run's own, so that two runs at once (a second checkout, CI) never meet.
+config.setup_own_database("test")
 
-from app.dependencies import get_db, unit_of_work  # noqa: E402  (needs the configured app)
+from app.dependencies import unit_of_work  # noqa: E402  (needs the configured app)
 from app.main import app  # noqa: E402
 from app.models import Base  # noqa: E402
+from tests.helpers.app import sessions_from  # noqa: E402
 
 
 def pytest_report_header() -> str:
     return config.database_description
 
 
+def pytest_unconfigure() -> None:
+    config.drop_own_database()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def migrated_database() -> None:
-    """Start every run from an empty schema migrated to head, as a deployment would."""
+    """Start every run from an empty schema migrated to head, as a deployment would (the schema
+    is new, unless the role could not create the run's own database)."""
     with config.database.engine.begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))
@@ -61,11 +68,8 @@ def api(db: Session) -> Iterator[None]:
         db.expire_all()
         yield from unit_of_work(db)
 
-    app.dependency_overrides[get_db] = get_test_db
-    try:
+    with sessions_from(get_test_db):
         yield
-    finally:
-        app.dependency_overrides.pop(get_db, None)
 
 
 @pytest.fixture
@@ -89,5 +93,5 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--fuzz-examples",
         type=int,
         default=25,
-        help="examples schemathesis generates per operation in tests/test_fuzz.py (default 25)",
+        help="examples schemathesis generates per operation in tests/api/test_fuzz.py (default 25)",
     )

@@ -1,0 +1,27 @@
+"""Running the project's own commands as a developer does, in a subprocess."""
+
+import os
+import subprocess
+import sys
+
+from sqlalchemy.engine import URL
+
+from root import ROOT_DIR
+
+
+def run_python(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `python ARGS` in the project root with the test environment plus `env`."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT_DIR,
+        env={**os.environ, "APP_ENV": "test", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def database_env(url: URL) -> dict[str, str]:
+    return {"DATABASE_URL": url.render_as_string(hide_password=False)}
