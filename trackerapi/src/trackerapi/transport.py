@@ -70,14 +70,20 @@ class Transport:
         user_agent: str,
     ) -> None:
         headers = {"User-Agent": user_agent, "Accept": "application/json"}
-        if api_key:
-            headers["X-API-Key"] = api_key
+        self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retry = retry
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
         # Set when the client is closing: waits between retries end at once.
         self.cancelled = threading.Event()
+
+    def _credentials(self, headers: dict[str, str] | None) -> dict[str, str]:
+        # A request that brings its own token sends no key: the API refuses a key on the
+        # routes that take a token (configurations, accounts) rather than ignore it.
+        if not self._api_key or (headers and "Authorization" in headers):
+            return {}
+        return {"X-API-Key": self._api_key}
 
     def request(
         self,
@@ -93,6 +99,7 @@ class Transport:
         """The API's 2xx answer; raises ApiError for a refusal and TrackerUnavailable when the
         retries ran out (or would run past the policy's deadline)."""
         policy = retry or self.retry
+        headers = {**self._credentials(headers), **(headers or {})}
         give_up_at = time.monotonic() + policy.deadline
         reason = "no attempt made"
         for attempt in range(1, policy.attempts + 1):
