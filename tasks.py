@@ -202,7 +202,11 @@ def add_fuzz_options(parser: argparse.ArgumentParser) -> None:
 @task("fuzz", "schemathesis over the whole API against the test database", add_fuzz_options)
 def fuzz(args: argparse.Namespace) -> None:
     command = [
-        sys.executable, "-m", "pytest", "tests/api/test_fuzz.py", "tests/api/test_fuzz_campaign.py"
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/api/test_fuzz.py",
+        "tests/api/test_fuzz_campaign.py",
     ]
     if args.max_examples is not None:
         if args.max_examples < 1:

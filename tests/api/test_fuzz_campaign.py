@@ -25,9 +25,9 @@ import pytest
 
 from config import config
 from root import ROOT_DIR
+from tests.api.test_fuzz import IDENTITIES, VALID_INPUT_STATUSES, World, empty_database, make_world
 from tests.helpers.factories import PASSWORD
 from tests.helpers.processes import database_env
-from tests.test_fuzz import IDENTITIES, VALID_INPUT_STATUSES, World, empty_database, make_world
 
 pytestmark = pytest.mark.usefixtures("committed")
 

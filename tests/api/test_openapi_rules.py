@@ -9,10 +9,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from app.internal.periods import YEARS
 from app.main import app
 from app.schemas.billing import YEAR_MONTH_PATTERN
-from app.internal.periods import YEARS
-from tests.helpers.factories import PASSWORD, bearer_token, create_admin, create_customer, create_user
+from tests.helpers.factories import (
+    PASSWORD,
+    bearer_token,
+    create_admin,
+    create_customer,
+    create_user,
+)
 from tests.helpers.scripts import PIPELINE, admin_script, new_job, pipeline
 
 DOCUMENT = app.openapi()

@@ -19,7 +19,13 @@ import httpx
 from app.models import Role
 from config import config
 from root import ROOT_DIR
-from tests.helpers.factories import PASSWORD, create_api_key, create_configuration, create_user, unique
+from tests.helpers.factories import (
+    PASSWORD,
+    create_api_key,
+    create_configuration,
+    create_user,
+    unique,
+)
 
 # Generous bounds for a loaded machine: they stop a broken run, they time nothing.
 START_TIMEOUT_S = 60.0

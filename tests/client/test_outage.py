@@ -13,8 +13,8 @@ import pytest
 from root import ROOT_DIR
 from tests.client.support import PIPELINE_STEPS, Account, ApiServer, serving
 from tests.client.test_jobs import server_events, server_job
-from tests.helpers.factories import PASSWORD
 from tests.helpers.capture import captured_records
+from tests.helpers.factories import PASSWORD
 from trackerapi import ApiError, JobConfig, RetryPolicy, StepConfig, Tracker, TrackerUnavailable
 
 TAGS = [tag for tag, _, _ in PIPELINE_STEPS]
