@@ -2,7 +2,7 @@
 attacker or an auditor would run it. The examples and coverage phases (boundary values, every
 undocumented method of every path, missing and invalid credentials, each parameter left out)
 with every check, `unsupported_method`, `allow_header_conformance` and `ignored_auth` among them,
-once per caller: an admin and a client, by bearer token and by API key. `tests/test_fuzz.py`
+once per caller: an admin and a client, by bearer token and by API key. `tests/api/test_fuzz.py`
 does the random fuzzing and the stateful scenarios.
 
 Each run starts from a fresh world in the test database (committed for real: the server is
