@@ -9,10 +9,10 @@ import logging
 from fastapi import FastAPI, Request, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from mangum import Mangum
 from psycopg2 import errors as pg_errors
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
+from app.entrypoint import LambdaHandler
 from app.internal.errors import (
     Conflict,
     DomainError,
@@ -29,6 +29,7 @@ from app.routers import (
     auth,
     billing,
     customers,
+    docs,
     events,
     health,
     job_configurations,
@@ -52,8 +53,9 @@ app = FastAPI(
     title=settings.app_name,
     version="0.1.0",
     description=DESCRIPTION,
-    docs_url="/docs" if settings.docs_enabled else None,
-    redoc_url="/redoc" if settings.docs_enabled else None,
+    # The documentation pages are app.routers.docs: served with their assets, no CDN.
+    docs_url=None,
+    redoc_url=None,
     openapi_url="/openapi.json" if settings.docs_enabled else None,
     responses={
         status.HTTP_503_SERVICE_UNAVAILABLE: {
@@ -86,6 +88,8 @@ for router in (
     analytics.router,
 ):
     app.include_router(router)
+if settings.docs_enabled:
+    app.include_router(docs.router)
 
 
 STATUS_BY_ERROR: dict[type[DomainError], int] = {
@@ -137,4 +141,5 @@ def handle_integrity_error(request: Request, error: IntegrityError) -> JSONRespo
     )
 
 
-handler = Mangum(app, lifespan="off")
+# The Lambda entry point: HTTP events, schedules and the deploy's migrations (app.entrypoint).
+handler = LambdaHandler(app, base_path=settings.api_base_path)
