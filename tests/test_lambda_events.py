@@ -78,7 +78,7 @@ def remaining_state() -> tuple[list[uuid.UUID], dict[int, int]]:
     with config.database.SessionLocal() as session:
         sessions = list(session.scalars(select(UserSession.id)))
         rows = session.execute(select(User.id, User.failed_login_count))
-        counts = {user_id: count for user_id, count in rows}
+        counts = dict(rows)
     return sessions, counts
 
 
@@ -169,8 +169,10 @@ def test_an_event_of_no_known_shape_is_a_logged_error_naming_it(
 
 def test_every_registered_task_has_a_summary_and_a_plain_name() -> None:
     for name, task in SCHEDULED_TASKS.items():
-        assert name == task.name and task.summary
-        assert name.replace("-", "").isalnum() and name == name.lower()
+        assert name == task.name
+        assert task.summary
+        assert name.replace("-", "").isalnum()
+        assert name == name.lower()
 
 
 # The deploy's custom resource -------------------------------------------------------------------
@@ -183,7 +185,7 @@ class ResponseReceiver:
         received: list[dict[str, Any]] = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_PUT(self) -> None:  # noqa: N802 (the name http.server calls)
+            def do_PUT(self) -> None:
                 length = int(self.headers["Content-Length"])
                 received.append(
                     {
@@ -312,7 +314,8 @@ def test_create_and_update_migrate_and_delete_changes_nothing(
     assert update["body"]["PhysicalResourceId"] == "tracker-migrations"
     assert delete["body"]["Status"] == "SUCCESS"
     assert delete["body"]["Data"] == {}
-    assert tables and tables > 5  # Delete dropped nothing
+    assert tables
+    assert tables > 5
 
 
 def test_a_failed_migration_answers_failed_with_the_reason(receiver: ResponseReceiver) -> None:
