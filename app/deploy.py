@@ -1,9 +1,10 @@
 """Migrations on deploy: the CloudFormation custom resource that runs `alembic upgrade head`.
 
 CloudFormation sends Create when the stack is made and Update whenever the resource's properties
-change (template.yaml passes the image tag, so every deploy of a new image is an Update); both
-migrate to the head this image knows. Delete changes nothing: the data outlives the stack's
-functions. The answer (SUCCESS or FAILED with a reason) is a PUT of JSON to the presigned
+change (template.yaml passes the function version SAM publishes for each new image, so every
+deploy of a new image is an Update); both migrate to the head this image knows and make the
+app's session settings the database's defaults. Delete changes nothing: the data outlives the
+stack's functions. The answer (SUCCESS or FAILED with a reason) is a PUT of JSON to the presigned
 `ResponseURL`; without one CloudFormation would wait an hour for it.
 """
 
@@ -18,8 +19,10 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 from config import config
+from config.database import database_defaults_sql
 from config.log import LOGGER_NAME
 from root import root_path
 
@@ -38,6 +41,7 @@ def handle_custom_resource(event: dict[str, Any], context: Any) -> dict[str, str
     try:
         if request_type in {"Create", "Update"}:
             revision, reason = upgrade_to_head()
+            set_database_defaults()
             data["Revision"] = revision
         elif request_type == "Delete":
             reason = "Nothing to undo: the database and its schema stay as they are"
@@ -90,6 +94,16 @@ def upgrade_to_head() -> tuple[str, str]:
         head,
         f"Migrated from {', '.join(current) or 'an empty database'} to {head} in {seconds:.1f} s",
     )
+
+
+def set_database_defaults() -> None:
+    """Make the app's session settings the database's defaults, for the functions that reach
+    it through RDS Proxy and so cannot send them (`DB_CONNECTION_OPTIONS=false`)."""
+    timeout_ms = config.settings.db_statement_timeout_ms or None
+    database = config.database.url.database or ""
+    with config.database.engine.begin() as connection:
+        for statement in database_defaults_sql(database, timeout_ms):
+            connection.execute(text(statement))
 
 
 def send_response(

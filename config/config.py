@@ -72,6 +72,7 @@ class Config:
             max_overflow=settings.db_max_overflow,
             statement_timeout_ms=settings.db_statement_timeout_ms or None,
             connect_timeout_s=settings.db_connect_timeout_s,
+            connection_options=settings.db_connection_options,
         )
         if self._database is not None:
             self._database.dispose()

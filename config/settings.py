@@ -78,6 +78,10 @@ class Settings(SecretSources):
     db_max_overflow: int = Field(default=10, ge=0)
     db_statement_timeout_ms: int = Field(default=10_000, ge=0)
     db_connect_timeout_s: int = Field(default=5, ge=1)
+    # Send the time zone, JIT and statement timeout settings with each connection. RDS Proxy
+    # refuses connections that carry any: behind it, false, and the deploy's migration function
+    # makes them the database's defaults instead.
+    db_connection_options: bool = True
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

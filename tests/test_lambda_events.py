@@ -18,6 +18,7 @@ from app.models import User, UserSession
 from app.scheduled import SCHEDULED_TASKS, TaskRun, UnknownTask, run_task
 from app.services.housekeeping import delete_dead_sessions
 from config import config
+from config.database import Database
 from tests.factories import create_user
 from tests.support import (
     LambdaContext,
@@ -78,7 +79,7 @@ def remaining_state() -> tuple[list[uuid.UUID], dict[int, int]]:
     with config.database.SessionLocal() as session:
         sessions = list(session.scalars(select(UserSession.id)))
         rows = session.execute(select(User.id, User.failed_login_count))
-        counts = dict(rows)
+        counts = {row.id: row.failed_login_count for row in rows}
     return sessions, counts
 
 
@@ -289,6 +290,15 @@ def test_create_and_update_migrate_and_delete_changes_nothing(
         ]
         answers = invoke_in_production(events, database_env(url))
         assert head_revision(url) == test_head
+        # Through RDS Proxy no connection can carry the session settings: the database has them.
+        behind_proxy = Database(url, connection_options=False, null_pool=True)
+        with behind_proxy.engine.connect() as connection:
+            shown = [
+                connection.scalar(text(f"SHOW {name}"))
+                for name in ("timezone", "jit", "statement_timeout")
+            ]
+        behind_proxy.dispose()
+        assert shown == ["UTC", "off", "10s"]
         with create_engine(url).connect() as connection:
             tables = connection.scalar(
                 select(func.count())
