@@ -40,9 +40,8 @@ def handle_custom_resource(event: dict[str, Any], context: Any) -> dict[str, str
     data: dict[str, str] = {}
     try:
         if request_type in {"Create", "Update"}:
-            revision, reason = upgrade_to_head()
-            set_database_defaults()
-            data["Revision"] = revision
+            outcome = migrate()
+            reason, data["Revision"] = outcome["result"], outcome["revision"]
         elif request_type == "Delete":
             reason = "Nothing to undo: the database and its schema stay as they are"
         else:
@@ -57,6 +56,14 @@ def handle_custom_resource(event: dict[str, Any], context: Any) -> dict[str, str
         reason = f"{type(error).__name__}: {error}"[:MAX_REASON_CHARS] + where
     send_response(event, status=status, reason=reason, physical_id=physical_id, data=data)
     return {"Status": status, "Reason": reason}
+
+
+def migrate() -> dict[str, str]:
+    """Migrate to this image's head and set the database's session defaults: what a deploy
+    does, and what invoking the function with `{"action": "migrate"}` does by hand."""
+    revision, result = upgrade_to_head()
+    set_database_defaults()
+    return {"revision": revision, "result": result}
 
 
 def alembic_config() -> AlembicConfig:

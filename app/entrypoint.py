@@ -4,7 +4,8 @@
   the FastAPI app, through Mangum;
 - a schedule (EventBridge Scheduler with `{"task": NAME}` as its input, or an `aws.events`
   Scheduled Event): the scheduled task of that name;
-- a CloudFormation custom resource: the migrations (`app.deploy`);
+- a CloudFormation custom resource: the migrations (`app.deploy`), which `{"action": "migrate"}`
+  also runs, for an operator invoking the function by hand;
 - anything else: an error in the log that says what arrived.
 """
 
@@ -95,7 +96,8 @@ def join_cookie_entries(event: LambdaEvent) -> LambdaEvent:
 
 
 def event_kind(event: object) -> str | None:
-    """`http`, `schedule`, `custom-resource`, or None for a shape nothing here serves."""
+    """`http`, `schedule`, `custom-resource`, `migrate`, or None for a shape nothing here
+    serves."""
     if not isinstance(event, dict):
         return None
     request_context = event.get("requestContext")
@@ -105,6 +107,8 @@ def event_kind(event: object) -> str | None:
         return "http"
     if "RequestType" in event and "ResponseURL" in event and "StackId" in event:
         return "custom-resource"
+    if event.get("action") == "migrate":
+        return "migrate"
     if isinstance(event.get("task"), str) or (
         event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"
     ):
@@ -158,11 +162,13 @@ class LambdaHandler:
         kind = event_kind(event)
         if kind == "http":
             return self.http(join_cookie_entries(event), context)
-        if kind == "custom-resource":
+        if kind in {"custom-resource", "migrate"}:
             # Only here: Alembic is no part of serving a request.
-            from app.deploy import handle_custom_resource
+            from app import deploy
 
-            return handle_custom_resource(event, context)
+            if kind == "migrate":
+                return deploy.migrate()
+            return deploy.handle_custom_resource(event, context)
         try:
             if kind == "schedule":
                 name = scheduled_task_name(event, list(SCHEDULED_TASKS))

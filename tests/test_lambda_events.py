@@ -355,3 +355,13 @@ def test_a_database_ahead_of_the_image_is_left_as_it_is(receiver: ResponseReceiv
         assert head_revision(url) == ["f00dfeed0001"]
     assert answer["Status"] == "SUCCESS"
     assert "newer than this image" in receiver.received[0]["body"]["Reason"]
+
+
+def test_an_operator_can_run_the_migrations_by_hand() -> None:
+    with scratch_database() as url:
+        [first, second] = invoke_in_production(
+            [{"action": "migrate"}, {"action": "migrate"}], database_env(url)
+        )
+        assert head_revision(url) == [first["revision"]]
+    assert first["result"].startswith("Migrated from an empty database")
+    assert second["result"].startswith("Already at")
