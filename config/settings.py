@@ -63,6 +63,10 @@ class Settings(SecretSources):
     postgres_user: str = "postgres"
     postgres_password: SecretStr | None = None
     postgres_db: str = "tracker"
+    # libpq's sslmode for the POSTGRES_* database (`require` behind RDS Proxy, which needs TLS).
+    postgres_sslmode: (
+        Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None
+    ) = None
     embedded_database: bool = True
     embedded_data_dir: Path = root_path(".data/postgres")
     embedded_database_name: str = "tracker_dev"
@@ -153,6 +157,7 @@ class Settings(SecretSources):
                 host=self.postgres_host,
                 port=self.postgres_port,
                 database=self.postgres_db,
+                query={"sslmode": self.postgres_sslmode} if self.postgres_sslmode else {},
             )
         return None
 

@@ -116,6 +116,7 @@ def production_env(fake: FakeSecretsManager, **overrides: str) -> dict[str, str]
         "DATABASE_SECRET_ID": "tracker/database",
         "POSTGRES_HOST": "tracker-proxy.proxy-abc.eu-west-1.rds.amazonaws.com",
         "POSTGRES_DB": "tracker",
+        "POSTGRES_SSLMODE": "require",
         "AWS_REGION": "eu-west-1",
         "AWS_ACCESS_KEY_ID": ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
@@ -129,7 +130,8 @@ SHOW_CONFIG = (
     "from config import config\n"
     "config.setup()\n"
     "url = config.database.url\n"
-    "print(config.settings.secret_key.get_secret_value(), url.username, url.password, url.host)\n"
+    "print(config.settings.secret_key.get_secret_value(), url.username, url.password, url.host,\n"
+    "      url.query['sslmode'])\n"
 )
 
 
@@ -143,6 +145,7 @@ def test_production_takes_its_secret_key_and_database_login_from_secrets_manager
         "tracker_app",
         "p@ss:w/rd",
         "tracker-proxy.proxy-abc.eu-west-1.rds.amazonaws.com",
+        "require",
     ]
     assert [request["body"]["SecretId"] for request in secrets_manager.requests] == [
         "tracker/secret-key",

@@ -103,6 +103,7 @@ def test_every_environment_variable_is_a_setting_and_none_is_a_secret(name: str)
     # Secrets are named by their ARN, read at start-up; never a value here.
     assert not {"SECRET_KEY", "DATABASE_URL", "POSTGRES_PASSWORD"} & set(variables)
     assert set(variables) >= {"SECRET_KEY_SECRET_ID", "DATABASE_SECRET_ID", "POSTGRES_HOST"}
+    assert variables["POSTGRES_SSLMODE"] == "require"
 
 
 def test_no_parameter_carries_a_secret() -> None:
@@ -234,3 +235,12 @@ def test_the_database_is_aurora_serverless_v2_postgresql_16_with_a_managed_secre
 
 def test_the_api_url_is_an_output() -> None:
     assert "execute-api" in template()["Outputs"]["ApiUrl"]["Value"]["Fn::Sub"]
+
+
+def test_the_image_compiles_the_code_it_copies() -> None:
+    # Lambda's file system is read-only: bytecode not built into the image is compiled again
+    # at every cold start.
+    dockerfile = root_path("Dockerfile").read_text().replace("\\\n", " ")
+    [compile_line] = [line for line in dockerfile.splitlines() if "compileall" in line]
+    for copied in ("app", "config", "alembic", "root.py"):
+        assert f"${{LAMBDA_TASK_ROOT}}/{copied}" in compile_line
