@@ -5,6 +5,7 @@ Lambda instance imports this module once and then serves many requests.
 """
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.middleware.cors import CORSMiddleware
@@ -36,7 +37,7 @@ from app.routers import (
     jobs,
     users,
 )
-from app.schemas.error import ErrorPublic
+from app.schemas.error import error_response, error_schemas
 from config import config
 
 logger = logging.getLogger("tracker.errors")
@@ -58,12 +59,23 @@ app = FastAPI(
     redoc_url=None,
     openapi_url="/openapi.json" if settings.docs_enabled else None,
     responses={
-        status.HTTP_503_SERVICE_UNAVAILABLE: {
-            "model": ErrorPublic,
-            "description": "The database is unavailable or busy; retry the request",
-        }
+        status.HTTP_503_SERVICE_UNAVAILABLE: error_response(
+            "The database is unavailable or busy; retry the request"
+        )
     },
 )
+
+
+def openapi_document() -> dict[str, Any]:
+    """FastAPI's document (built once, then cached) with the error bodies' schemas."""
+    document = FastAPI.openapi(app)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in error_schemas().items():
+        schemas.setdefault(name, schema)
+    return document
+
+
+app.openapi = openapi_document  # type: ignore[method-assign]
 
 if settings.cors_origins:
     app.add_middleware(
