@@ -15,7 +15,6 @@ from typing import Any
 from mangum import Mangum
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.scheduled import SCHEDULED_TASKS, UnknownTask, run_task
 from config.log import LOGGER_NAME
 
 logger = logging.getLogger(f"{LOGGER_NAME}.lambda")
@@ -169,6 +168,9 @@ class LambdaHandler:
             if kind == "migrate":
                 return deploy.migrate()
             return deploy.handle_custom_resource(event, context)
+        # Only here: a request needs none of the scheduled tasks' code.
+        from app.scheduled import SCHEDULED_TASKS, UnknownTask, run_task
+
         try:
             if kind == "schedule":
                 name = scheduled_task_name(event, list(SCHEDULED_TASKS))

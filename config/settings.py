@@ -29,7 +29,8 @@ class SecretSources(BaseSettings):
     them. Read before the other settings, so that the secrets are fetched before the settings
     that need them are validated (`config.secrets`)."""
 
-    model_config = SettingsConfigDict(extra="ignore", env_file_encoding="utf-8")
+    # Built when first used: of the classes below, an environment uses one.
+    model_config = SettingsConfigDict(extra="ignore", env_file_encoding="utf-8", defer_build=True)
 
     # Secrets Manager secrets (ARN or name): SECRET_KEY as the secret's plain text; the database
     # user and password from an RDS secret's JSON (host, port and name stay in POSTGRES_*).
