@@ -13,5 +13,4 @@ class Schema(BaseModel):
         extra="forbid",
         validate_by_name=True,
         validate_by_alias=True,
-        defer_build=True,
     )
