@@ -139,16 +139,16 @@ def describe(event: object) -> str:
     if not isinstance(event, dict):
         return f"a {type(event).__name__}, not a JSON object"
     hints = {
-        key: event[key]
+        key: str(event[key])[:100]
         for key in ("source", "detail-type", "version", "RequestType", "eventSource")
         if isinstance(event.get(key), str | int)
     }
     records = event.get("Records")
     if isinstance(records, list) and records and isinstance(records[0], dict):
-        hints["Records[0].eventSource"] = records[0].get("eventSource") or records[0].get(
-            "EventSource"
-        )
-    return f"an object with keys {sorted(event)[:20]}" + (f" ({hints})" if hints else "")
+        source = records[0].get("eventSource") or records[0].get("EventSource")
+        hints["Records[0].eventSource"] = str(source)[:100]
+    keys = [str(key)[:50] for key in sorted(event)[:20]]
+    return f"an object with keys {keys}" + (f" ({hints})" if hints else "")
 
 
 class LambdaHandler:
