@@ -3,6 +3,7 @@
 import logging
 import os
 import secrets
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.engine import URL
@@ -10,7 +11,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from config.database import Database, create_database, drop_database
 from config.log import LOGGER_NAME, configure_logging
-from config.settings import SETTINGS_BY_ENV, Settings
+from config.settings import SETTINGS_BY_ENV, SecretSources, Settings
 from config.validation import describe_validation_error
 
 logger = logging.getLogger(f"{LOGGER_NAME}.config")
@@ -98,6 +99,7 @@ class Config:
             max_overflow=settings.db_max_overflow,
             statement_timeout_ms=settings.db_statement_timeout_ms or None,
             connect_timeout_s=settings.db_connect_timeout_s,
+            connection_options=settings.db_connection_options,
         )
         if self._database is not None:
             self._database.dispose()
@@ -114,10 +116,23 @@ class Config:
             valid = ", ".join(SETTINGS_BY_ENV)
             raise ConfigError(f"Unknown APP_ENV {app_env!r}: expected one of {valid}")
         try:
-            return settings_class()
+            sources = SecretSources(_env_file=settings_class.model_config.get("env_file"))
+            return settings_class(**_secret_settings(sources))
         except ValidationError as error:
             problems = describe_validation_error(error, subject="settings")
             raise ConfigError(f"Invalid {app_env} settings: {problems}") from None
+
+
+def _secret_settings(sources: SecretSources) -> dict[str, Any]:
+    if sources.secret_key_secret_id is None and sources.database_secret_id is None:
+        return {}
+    # Only then: the module is for AWS, and costs nothing where no secret is configured.
+    from config.secrets import SecretsError, fetch_secret_settings
+
+    try:
+        return fetch_secret_settings(sources)
+    except SecretsError as error:
+        raise ConfigError(str(error)) from None
 
 
 def resolve_database_url(settings: Settings) -> tuple[URL, str]:
