@@ -55,6 +55,8 @@ def scheduled_event(rule: str) -> dict[str, Any]:
 def auth_state(committed: None) -> Iterator[dict[str, Any]]:
     """Committed sessions and failed logins, some dead or stale and some live."""
     window = timedelta(minutes=config.settings.login_failure_window_minutes)
+    # Now, not when the module was imported: a long run would make "fresh" failures stale.
+    now = datetime.now(UTC)
     with config.database.SessionLocal() as session:
         user = create_user(session)
         stale, fresh = "stale@example.com", "fresh@example.com"
@@ -62,13 +64,13 @@ def auth_state(committed: None) -> Iterator[dict[str, Any]]:
             [
                 *(
                     LoginFailure(
-                        email=stale, client_address="192.0.2.1", failed_at=NOW - 2 * window
+                        email=stale, client_address="192.0.2.1", failed_at=now - 2 * window
                     )
                     for _ in range(3)
                 ),
                 *(
                     LoginFailure(
-                        email=fresh, client_address="192.0.2.1", failed_at=NOW - window / 2
+                        email=fresh, client_address="192.0.2.1", failed_at=now - window / 2
                     )
                     for _ in range(2)
                 ),

@@ -109,9 +109,11 @@ def secrets_manager() -> Iterator[FakeSecretsManager]:
         fake.server.server_close()
 
 
-def production_env(fake: FakeSecretsManager, **overrides: str) -> dict[str, str]:
+def production_env(fake: FakeSecretsManager, **overrides: str) -> dict[str, str | None]:
     return {
         "APP_ENV": "production",
+        # The test run's own database would win over the secret's login.
+        "DATABASE_URL": None,
         "SECRET_KEY_SECRET_ID": "tracker/secret-key",
         "DATABASE_SECRET_ID": "tracker/database",
         "POSTGRES_HOST": "tracker-proxy.proxy-abc.eu-west-1.rds.amazonaws.com",

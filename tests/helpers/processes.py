@@ -10,13 +10,15 @@ from root import ROOT_DIR
 
 
 def run_python(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str, env: dict[str, str | None] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python ARGS` in the project root with the test environment plus `env`."""
+    """Run `python ARGS` in the project root with the test environment plus `env` (where a
+    variable is None, without it)."""
+    merged: dict[str, str | None] = {**os.environ, "APP_ENV": "test", **(env or {})}
     return subprocess.run(
         [sys.executable, *args],
         cwd=ROOT_DIR,
-        env={**os.environ, "APP_ENV": "test", **(env or {})},
+        env={name: value for name, value in merged.items() if value is not None},
         capture_output=True,
         text=True,
         timeout=timeout,
