@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 
 from sqlalchemy.engine import URL
 
@@ -10,7 +11,7 @@ from root import ROOT_DIR
 
 
 def run_python(
-    *args: str, env: dict[str, str | None] | None = None, timeout: float = 120
+    *args: str, env: Mapping[str, str | None] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """Run `python ARGS` in the project root with the test environment plus `env` (where a
     variable is None, without it)."""
