@@ -32,7 +32,8 @@ from app.models import (
 )
 from app.schemas.api_key import ApiKeyCreate
 from app.schemas.customer import CustomerCreate
-from app.schemas.job import EventCreate, JobCreate
+from app.schemas.event import EventCreate
+from app.schemas.job import JobCreate
 from app.schemas.job_configuration import JobConfigurationCreate, JobConfigurationStepCreate
 from app.services import api_keys as api_key_service
 from app.services import customers as customer_service
