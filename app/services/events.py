@@ -31,13 +31,9 @@ class Outcome:
 
 
 def apply_events(session: Session, submissions: Sequence[tuple[Job, EventCreate]]) -> list[Outcome]:
-    """Apply events, in order, to jobs the caller holds (the demo seed, tests); the jobs are
-    read afresh on their next use."""
-    session.flush()
+    """Apply events, in order, to jobs the caller holds (the demo seed, tests)."""
     events = [EventToApply(event_in, job_id=job.id) for job, event_in in submissions]
     applied = job_contract.apply_events(session, events, visible_customer_id=None)
-    for job in {job.id: job for job, _ in submissions}.values():
-        session.expire(job)
     return [
         Outcome(
             each.result,

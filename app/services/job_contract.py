@@ -21,6 +21,7 @@ from sqlalchemy import RowMapping, text
 from sqlalchemy.orm import Session
 
 from app.internal.errors import Conflict, DomainError, InvalidInput, NotFound
+from app.models import Event, Job, JobStepCompletion, JobStepError
 from app.schemas.event import EventCreate
 
 Problem = Literal["not_found", "cancelled", "unknown_step"]
@@ -78,6 +79,7 @@ def apply_events(
     """Apply the events in order; jobs not of `visible_customer_id` (when given) are not found."""
     if not events:
         return []
+    session.flush()
     rows = session.connection().execute(
         _APPLY_EVENTS,
         {
@@ -85,9 +87,11 @@ def apply_events(
             "visible_customer_id": visible_customer_id,
         },
     )
-    return [
+    applied = [
         Applied(row.outcome, row.event_id, row.job_id, row.problem, row.detail) for row in rows
     ]
+    _expire_written(session)
+    return applied
 
 
 def apply_event(
@@ -95,11 +99,25 @@ def apply_event(
 ) -> RowMapping:
     """Apply one event; answers its outcome with the stored event and its job as they now are,
     in the columns of the database function `apply_event`."""
+    session.flush()
     row = session.connection().execute(
         _APPLY_EVENT,
         {"event": json.dumps(event.as_json_object()), "visible_customer_id": visible_customer_id},
     )
-    return row.mappings().one()
+    answer = row.mappings().one()
+    _expire_written(session)
+    return answer
+
+
+_WRITTEN = (Job, Event, JobStepCompletion, JobStepError)
+
+
+def _expire_written(session: Session) -> None:
+    """Objects of the rows the function writes, if the session holds any (seed, tests), are
+    read afresh on their next use. (A request's session holds none.)"""
+    for instance in list(session.identity_map.values()):
+        if isinstance(instance, _WRITTEN):
+            session.expire(instance)
 
 
 def refusal(
