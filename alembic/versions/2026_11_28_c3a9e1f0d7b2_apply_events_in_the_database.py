@@ -131,13 +131,17 @@ BEGIN
                    WHERE valid.configuration_id = j.configuration_id) END,
         stored.id, e.item, false, false, NULL
     )::event_to_apply ORDER BY e.item) INTO todo
-    FROM ROWS FROM (jsonb_to_recordset(events) AS (
-        job_id bigint, provider_job_id text, kind event_kind, name text, event_id text,
-        occurred_at timestamptz, received_at timestamptz, message text, metadata jsonb
-    )) WITH ORDINALITY AS e(job_id, provider_job_id, kind, name, event_id, occurred_at,
-                           received_at, message, metadata, item)
-    LEFT JOIN jobs j ON j.id = ANY(locked)
-        AND (j.id = e.job_id OR j.provider_job_id = e.provider_job_id)
+    FROM (
+        SELECT e.*, coalesce(e.job_id, (SELECT named.id FROM jobs named
+                                        WHERE named.provider_job_id = e.provider_job_id))
+                    AS named_job_id
+        FROM ROWS FROM (jsonb_to_recordset(events) AS (
+            job_id bigint, provider_job_id text, kind event_kind, name text, event_id text,
+            occurred_at timestamptz, received_at timestamptz, message text, metadata jsonb
+        )) WITH ORDINALITY AS e(job_id, provider_job_id, kind, name, event_id, occurred_at,
+                               received_at, message, metadata, item)
+    ) e
+    LEFT JOIN jobs j ON j.id = e.named_job_id AND j.id = ANY(locked)
     LEFT JOIN job_configuration_steps s ON s.configuration_id = j.configuration_id
         AND s.tag = e.name
     LEFT JOIN events stored ON stored.job_id = j.id AND stored.event_id = e.event_id;
@@ -233,7 +237,8 @@ BEGIN
 
         INSERT INTO events (id, job_id, kind, step_id, step_tag, event_id, message, metadata,
                             occurred_at, received_at, resolved_at)
-        SELECT a.row_id, a.job_id, a.kind, a.step_id, CASE WHEN a.step_id IS NOT NULL THEN a.name END,
+        SELECT a.row_id, a.job_id, a.kind, a.step_id,
+               CASE WHEN a.step_id IS NOT NULL THEN a.name END,
                a.event_key, a.message, a.metadata, a.occurred_at, a.received_at,
                (todo[a.resolver]).received_at
         FROM unnest(todo) AS a WHERE a.outcome = 'created' ORDER BY a.item;
@@ -263,16 +268,21 @@ BEGIN
                 SET completed_at = excluded.completed_at, event_id = excluded.event_id
                 WHERE excluded.completed_at < done.completed_at
             RETURNING done.job_id, xmax = 0 AS inserted
+        ), upserts AS (
+            SELECT u.job_id, bool_or(NOT u.inserted) AS moved_earlier, bool_or(u.inserted) AS new
+            FROM upserted u GROUP BY u.job_id
+        ), steps AS (
+            SELECT a.job_id, bool_or(NOT a.first_completion) AS repeated,
+                min(coalesce(a.occurred_at, a.received_at)) FILTER (WHERE a.first_completion)
+                    AS first_new_at
+            FROM unnest(todo) AS a WHERE a.outcome = 'created' AND a.kind = 'step'
+            GROUP BY a.job_id
         )
-        SELECT array_agg(j.id) INTO retime FROM jobs j
-        WHERE j.id = ANY(locked) AND (
-            EXISTS (SELECT 1 FROM upserted u WHERE u.job_id = j.id AND NOT u.inserted)
-            OR EXISTS (SELECT 1 FROM upserted u WHERE u.job_id = j.id AND u.inserted) AND (
-                EXISTS (SELECT 1 FROM unnest(todo) AS a
-                        WHERE a.job_id = j.id AND a.outcome = 'created' AND a.kind = 'step'
-                          AND NOT a.first_completion)
-                OR (SELECT min(coalesce(a.occurred_at, a.received_at)) FROM unnest(todo) AS a
-                    WHERE a.job_id = j.id AND a.first_completion) <= j.last_step_completed_at));
+        SELECT array_agg(j.id) INTO retime
+        FROM upserts JOIN steps ON steps.job_id = upserts.job_id
+        JOIN jobs j ON j.id = upserts.job_id
+        WHERE upserts.moved_earlier
+           OR upserts.new AND (steps.repeated OR steps.first_new_at <= j.last_step_completed_at);
 
         IF retime IS NOT NULL THEN
             UPDATE job_step_completions done SET seconds_since_previous = timed.seconds
@@ -332,9 +342,7 @@ BEGIN
             SELECT old.id,
                 old.event_count + count(*) AS event_count,
                 old.error_count + count(*) FILTER (WHERE a.kind = 'error') AS error_count,
-                old.unresolved_error_count
-                    - (SELECT count(*) FROM unnest(resolved_before) AS r(job_id)
-                       WHERE r.job_id = old.id)
+                old.unresolved_error_count - coalesce(min(resolved.count), 0)
                     + count(*) FILTER (WHERE a.kind = 'error' AND a.resolver IS NULL)
                     AS unresolved_error_count,
                 old.steps_completed + count(*) FILTER (WHERE a.first_completion)
@@ -349,6 +357,10 @@ BEGIN
                            WHERE done.job_id = old.id)
                      ELSE old.last_step_completed_at END AS last_step_completed_at
             FROM unnest(todo) AS a JOIN jobs old ON old.id = a.job_id
+            LEFT JOIN (
+                SELECT r.job_id, count(*) FROM unnest(resolved_before) AS r(job_id)
+                GROUP BY r.job_id
+            ) resolved ON resolved.job_id = old.id
             WHERE a.outcome = 'created'
             GROUP BY old.id
         ) t
@@ -393,9 +405,10 @@ BEGIN
     SELECT * INTO applied FROM apply_events(jsonb_build_array(event), visible_customer_id);
     RETURN QUERY
         SELECT applied.outcome, applied.problem, applied.detail,
-            ev.id, ev.kind, ev.step_tag::text, ev.event_id::text, ev.message, ev.metadata, ev.occurred_at,
-            ev.received_at, ev.resolved_at,
-            j.id, j.provider_job_id::text, j.customer_id, j.configuration_id, c.tag::text, c.version,
+            ev.id, ev.kind, ev.step_tag::text, ev.event_id::text, ev.message, ev.metadata,
+            ev.occurred_at, ev.received_at, ev.resolved_at,
+            j.id, j.provider_job_id::text, j.customer_id, j.configuration_id, c.tag::text,
+            c.version,
             j.metadata, j.status, j.progress, j.completed_points, j.total_points,
             j.steps_completed, j.step_count, j.cost, j.event_count, j.error_count,
             j.unresolved_error_count, j.created_at, j.updated_at, j.started_at,

@@ -17,8 +17,8 @@ from app.schemas.event import BatchEventIn, EventCreate, EventPublic
 from app.schemas.job import JobPublic
 from app.services import job_contract
 from app.services.access import Caller
-from app.services.jobs import get_job
 from app.services.job_contract import EventToApply, Result
+from app.services.jobs import get_job
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,9 @@ def apply_events(session: Session, submissions: Sequence[tuple[Job, EventCreate]
         Outcome(
             each.result,
             each.event_id,
-            job_contract.refusal(event, job_id=each.job_id, problem=each.problem, detail=each.detail)
+            job_contract.refusal(
+                event, job_id=each.job_id, problem=each.problem, detail=each.detail
+            )
             if each.problem
             else None,
         )
@@ -52,9 +54,7 @@ def record_event(
     """One event for one job; answers the event, the job as it now is, and whether the event is
     new (False for a replayed event_id). One database call, with no ORM objects read back."""
     event = EventToApply(event_in, job_id=job_id)
-    row = job_contract.apply_event(
-        session, event, visible_customer_id=caller.visible_customer_id
-    )
+    row = job_contract.apply_event(session, event, visible_customer_id=caller.visible_customer_id)
     if row["problem"] is not None:
         raise job_contract.refusal(
             event, job_id=row["job_id"], problem=row["problem"], detail=row["detail"]
@@ -89,7 +89,9 @@ _JOB_COLUMNS = [
 
 def _job_public(row: RowMapping) -> JobPublic:
     fields = {name: row[name] for name in _JOB_COLUMNS}
-    return JobPublic.model_validate({**fields, "id": row["job_id"], "metadata_": row["job_metadata"]})
+    return JobPublic.model_validate(
+        {**fields, "id": row["job_id"], "metadata_": row["job_metadata"]}
+    )
 
 
 def list_events(
