@@ -62,7 +62,7 @@ from benchmarks.support import (
     scratch_database,
     serve,
 )
-from config.database import Database
+from config import config
 from root import ROOT_DIR
 
 STEP_COUNT = 20
@@ -98,8 +98,10 @@ class Data:
     """An admin's API key, a 20-step configuration, and new jobs on demand."""
 
     def __init__(self, url: URL) -> None:
-        self._database = Database(url, null_pool=True)
-        self._session = self._database.SessionLocal()
+        # The services read the settings (password hashing): configure the app for `url`.
+        os.environ.update(app_env(url))
+        config.setup("development")
+        self._session = config.database.SessionLocal()
         session = self._session
         customer = customers.create_customer(
             session, customer_in=CustomerCreate(name="Benchmark Hospital")
@@ -172,7 +174,7 @@ class Data:
 
     def close(self) -> None:
         self._session.close()
-        self._database.dispose()
+        config.database.dispose()
 
 
 # Running -----------------------------------------------------------------------------------------
