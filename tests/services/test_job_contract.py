@@ -61,8 +61,8 @@ def streams(draw: st.DrawFn) -> list[list[Report | int]]:
             continue
         batch: list[Report | int] = []
         for _ in range(draw(st.integers(1, 5))):
-            if sent and draw(st.booleans()):
-                report = draw(st.sampled_from(sent))
+            if len(sent) > 0 and draw(st.booleans()):
+                report = sent[draw(st.integers(0, len(sent) - 1))]  # a replay
             else:
                 report = draw(reports())
                 if draw(st.booleans()):
