@@ -29,6 +29,8 @@ Result = Literal["created", "duplicate", "rejected"]
 
 _APPLY_EVENTS = text("SELECT * FROM apply_events(CAST(:events AS jsonb), :visible_customer_id)")
 _APPLY_EVENT = text("SELECT * FROM apply_event(CAST(:event AS jsonb), :visible_customer_id)")
+# The ids a job can have: PostgreSQL's bigint.
+_MIN_ID, _MAX_ID = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,11 @@ class EventToApply:
 
     def as_json_object(self) -> dict[str, Any]:
         event = self.event
+        job_id = self.job_id
+        if job_id is not None and not _MIN_ID <= job_id <= _MAX_ID:
+            job_id = None  # no job has it: sent as no id, the event's job is not found
         fields = {
-            "job_id": self.job_id,
+            "job_id": job_id,
             "provider_job_id": self.provider_job_id,
             "kind": event.kind.value,
             "name": event.name,
