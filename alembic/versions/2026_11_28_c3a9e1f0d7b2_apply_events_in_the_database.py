@@ -57,7 +57,7 @@ CREATE TYPE event_to_apply AS (
     problem text,               -- why rejected: not_found, cancelled or unknown_step
     detail text,                -- the reference, or the valid step tags
     row_id bigint,              -- the stored event's id: the new one, or the replayed one
-    first_use integer,          -- the item that first used this event_key for this job
+    first_use integer,          -- the first item of this job and event_key to be created
     first_completion boolean,   -- a step event that completes its step for the first time
     completes_job boolean,      -- a step event after which every step is complete
     resolver integer            -- a new error: the item of this call that resolves it
@@ -77,7 +77,8 @@ LANGUAGE plpgsql AS $$
 --
 -- * a job that is not found (or not of `visible_customer_id`, when given) rejects its events;
 -- * an event_id the job already has, stored or earlier in the call, answers that event and
---   changes nothing, even where the event would now be refused;
+--   changes nothing, even where the event would now be refused (a refused event stores
+--   nothing, so its event_id remains free);
 -- * a cancelled job, or a name that is not a step of the job's version, rejects the event;
 -- * progress and cost count each step once; a step's completion time is the earliest
 --   (occurred_at, else received_at) reported, whatever the order of arrival;
@@ -177,14 +178,19 @@ BEGIN
             FROM (
                 SELECT f.item, f.job_id, f.reference, f.kind, f.name, f.step_id, f.points,
                     f.cost, f.event_key, f.occurred_at, f.received_at, f.message, f.metadata,
-                    CASE WHEN f.first_use = f.item THEN f.outcome ELSE 'repeat' END AS outcome,
-                    f.problem, f.detail, f.row_id, f.first_use
+                    CASE WHEN f.first_use < f.item THEN 'repeat' ELSE f.outcome END AS outcome,
+                    CASE WHEN f.first_use < f.item THEN NULL ELSE f.problem END AS problem,
+                    CASE WHEN f.first_use < f.item THEN NULL ELSE f.detail END AS detail,
+                    f.row_id, f.first_use
                 FROM (
+                    -- A refused event stores nothing, so its event_id stays free for later
+                    -- ones: the first use of a key is its first event to be created.
                     SELECT u.item, u.job_id, u.reference, u.kind, u.name, u.step_id, u.points,
                         u.cost, u.event_key, u.occurred_at, u.received_at, u.message,
                         u.metadata, u.outcome, u.problem, u.detail, u.row_id,
                         CASE WHEN u.job_id IS NULL OR u.event_key IS NULL THEN u.item
-                             ELSE min(u.item) OVER (PARTITION BY u.job_id, u.event_key)
+                             ELSE coalesce(min(u.item) FILTER (WHERE u.outcome = 'created')
+                                 OVER (PARTITION BY u.job_id, u.event_key), u.item)
                         END AS first_use
                     FROM unnest(todo) AS u
                 ) f
@@ -367,16 +373,13 @@ BEGIN
         WHERE j.id = t.id;
     END IF;
 
-    -- A repeat answers as its first use did: its refusal, or the event that use stored.
+    -- A repeat is a duplicate of the event its first use stored.
     RETURN QUERY
         SELECT a.item,
-            CASE WHEN a.outcome <> 'repeat' THEN a.outcome
-                 WHEN f.outcome = 'rejected' THEN 'rejected' ELSE 'duplicate' END,
-            CASE WHEN a.outcome <> 'repeat' THEN a.row_id ELSE f.row_id END,
-            a.job_id,
-            CASE WHEN a.outcome <> 'repeat' THEN a.problem ELSE f.problem END,
-            CASE WHEN a.outcome <> 'repeat' THEN a.detail ELSE f.detail END
-        FROM unnest(todo) AS a LEFT JOIN unnest(todo) AS f ON f.item = a.first_use
+            CASE WHEN a.outcome = 'repeat' THEN 'duplicate' ELSE a.outcome END,
+            CASE WHEN a.outcome = 'repeat' THEN (todo[a.first_use]).row_id ELSE a.row_id END,
+            a.job_id, a.problem, a.detail
+        FROM unnest(todo) AS a
         ORDER BY a.item;
 END
 $$

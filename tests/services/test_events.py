@@ -293,3 +293,39 @@ def test_a_job_id_beyond_any_databases_ids_is_not_found(db: Session, admin: Call
     assert missing.value.detail == f"Job {huge} not found"
     [outcome] = events.record_batch(db, caller=admin, items=[{"job_id": -huge, "kind": "info"}])
     assert (outcome.result, outcome.reason) == ("rejected", f"Job {-huge} not found")
+
+
+def test_a_batch_applies_its_events_as_if_sent_one_by_one(
+    db: Session, admin: Caller, configuration: JobConfiguration
+) -> None:
+    """A key first used by a refused event is still free: a refused event stores nothing."""
+    customer_id = create_customer(db).id
+    items = [
+        {"kind": "step", "name": "deploy", "event_id": "k"},
+        {"kind": "step", "name": "fetch", "event_id": "k"},
+        {"kind": "step", "name": "deploy", "event_id": "k"},
+        {"kind": "step", "name": "analyse", "event_id": "k"},
+    ]
+    batched = new_job(db, admin, configuration, customer_id)
+    outcomes = events.record_batch(
+        db, caller=admin, items=[{"job_id": batched.id, **item} for item in items]
+    )
+    one_by_one = new_job(db, admin, configuration, customer_id)
+    singles = []
+    for item in items:
+        try:
+            _, _, created = events.record_event(
+                db, caller=admin, job_id=one_by_one.id, event_in=EventCreate.model_validate(item)
+            )
+        except InvalidInput:
+            singles.append("rejected")
+        else:
+            singles.append("created" if created else "duplicate")
+    assert [each.result for each in outcomes] == singles
+    assert singles == ["rejected", "created", "duplicate", "duplicate"]
+    assert outcomes[2].event_id == outcomes[3].event_id == outcomes[1].event_id
+    assert outcomes[2].reason is None
+    db.refresh(batched)
+    db.refresh(one_by_one)
+    assert (batched.event_count, batched.steps_completed) == (1, 1)
+    assert (one_by_one.event_count, one_by_one.steps_completed) == (1, 1)

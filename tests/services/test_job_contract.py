@@ -26,8 +26,8 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class Report:
-    """One event as a script sends it; the same event_id always carries the same content, as a
-    retry does."""
+    """One event as a script sends it; an event_id is usually a retry of the same content, and
+    sometimes reused for other content."""
 
     job: int
     kind: EventKind
@@ -52,7 +52,8 @@ def reports(draw: st.DrawFn) -> Report:
 @st.composite
 def streams(draw: st.DrawFn) -> list[list[Report | int]]:
     """Calls, in order: each a batch of reports (one report: a single event) or, as an int,
-    the cancellation of that job. Some reports are replays of earlier ones."""
+    the cancellation of that job. Some reports are replays of earlier ones, some reuse their
+    event_ids."""
     sent: list[Report] = []
     calls: list[list[Report | int]] = []
     for _ in range(draw(st.integers(1, 8))):
@@ -65,7 +66,12 @@ def streams(draw: st.DrawFn) -> list[list[Report | int]]:
                 report = sent[draw(st.integers(0, len(sent) - 1))]  # a replay
             else:
                 report = draw(reports())
-                if draw(st.booleans()):
+                keys = [sent_report.event_id for sent_report in sent if sent_report.event_id]
+                if keys and draw(st.integers(0, 4)) == 0:
+                    # An event_id used before for other content (perhaps refused then).
+                    key = draw(st.sampled_from(keys))
+                    report = Report(report.job, report.kind, report.name, key, report.minutes)
+                elif draw(st.booleans()):
                     report = Report(
                         report.job, report.kind, report.name, unique("k"), report.minutes
                     )
