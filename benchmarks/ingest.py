@@ -187,6 +187,7 @@ class Measurement:
     latencies: list[float] = field(default_factory=list)
     problems: Counter[str] = field(default_factory=Counter)
     server_cpu_s: float | None = None
+    database_cpu_s: float | None = None  # the server's PostgreSQL backends
 
     @property
     def rate(self) -> float:
@@ -198,6 +199,12 @@ class Measurement:
     @property
     def cpu_ms_per_event(self) -> float | None:
         return None if self.server_cpu_s is None else self.server_cpu_s / self.events * 1000
+
+    @property
+    def database_cpu_ms_per_event(self) -> float | None:
+        if self.database_cpu_s is None:
+            return None
+        return self.database_cpu_s / self.events * 1000
 
 
 Channel = Any
@@ -238,12 +245,18 @@ def measure(
                 future.result()  # the error that broke the barrier
             raise
         cpu_before = server.cpu_seconds() if server else 0.0
+        backends_before = server.backend_cpu_seconds() if server else {}
         started = time.perf_counter()
         for future in futures:
             future.result()
         result.seconds = time.perf_counter() - started
         if server is not None:
             result.server_cpu_s = server.cpu_seconds() - cpu_before
+            backends = server.backend_cpu_seconds()
+            if backends:
+                result.database_cpu_s = sum(
+                    used - backends_before.get(pid, 0.0) for pid, used in backends.items()
+                )
     return result
 
 
@@ -465,6 +478,17 @@ def check_aggregates(url: URL) -> str:
     return f"{checked} jobs with events, {wrong} whose counters disagree with their rows"
 
 
+def hot_updates(url: URL) -> str:
+    """How many updates of `jobs` rows were HOT (no index entry written: none of the columns
+    they changed is indexed, and the page had room)."""
+    with connection(url, autocommit=True) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'jobs'"
+        )
+        updates, hot = cursor.fetchone()
+    return f"{updates} updates of jobs rows, {hot} HOT ({hot / max(updates, 1):.0%})"
+
+
 def verdict(value: float, target: float, *, at_most: bool = False) -> str:
     met = value <= target if at_most else value >= target
     return "met" if met else "NOT met"
@@ -481,7 +505,10 @@ def run(args: argparse.Namespace, url: URL) -> None:
             open_sql = lambda: connection(url)  # noqa: E731
             measure(data.per_worker(WARM_UP_EVENTS, 1, "w"), open_api, post_event, 0)
             print("\nsingle events, each worker on its own jobs (POST /jobs/{id}/events)")
-            print("workers   API ev/s  p50 ms  p95 ms  CPU ms/ev   SQL ev/s  p50 ms   API/SQL")
+            print(
+                "workers   API ev/s  p50 ms  p95 ms  CPU ms/ev  DB CPU ms/ev   SQL ev/s  p50 ms"
+                "   API/SQL"
+            )
             for workers in args.concurrency:
                 api_plan = data.per_worker(args.events, workers, f"api{workers}")
                 sql_plan = data.per_worker(args.events, workers, f"sql{workers}")
@@ -492,7 +519,8 @@ def run(args: argparse.Namespace, url: URL) -> None:
                 print(
                     f"{workers:7d} {api.rate:10.1f} {api.latency_ms(0.5):7.2f} "
                     f"{api.latency_ms(0.95):7.2f} {api.cpu_ms_per_event:10.2f} "
-                    f"{sql.rate:10.1f} {sql.latency_ms(0.5):7.2f} {api.rate / sql.rate:9.2f}",
+                    f"{api.database_cpu_ms_per_event or math.nan:13.2f} {sql.rate:10.1f} "
+                    f"{sql.latency_ms(0.5):7.2f} {api.rate / sql.rate:9.2f}",
                     flush=True,
                 )
             api_batches = data.batches(args.events, args.batch_size, "api-b")
@@ -543,6 +571,7 @@ def run(args: argparse.Namespace, url: URL) -> None:
     for line in log_lines[:5]:
         print(f"    {line[:300]}")
     print(f"aggregate check: {check_aggregates(url)}")
+    print(f"jobs rows: {hot_updates(url)}")
 
 
 def stop_on_sigterm(signum: int, frame: object) -> None:

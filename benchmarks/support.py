@@ -133,17 +133,42 @@ def free_port() -> int:
 SERVER_START_TIMEOUT_S = 60.0
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) a process of this machine has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu_seconds(url: URL, application_name: str) -> dict[int, float]:
+    """The CPU time used so far by each PostgreSQL backend of `application_name` (the server
+    runs on this machine), by process id; empty where /proc does not show them."""
+    with connection(url, autocommit=True) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+        )
+        pids = [pid for (pid,) in cursor.fetchall()]
+    used = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            used[pid] = process_cpu_seconds(pid)
+    return used
+
+
 @dataclass(frozen=True)
 class Server:
     base_url: str
     pid: int
     log: IO[bytes]
+    database_url: URL
 
     def cpu_seconds(self) -> float:
         """The CPU time (user and system) the server process has used so far."""
-        with open(f"/proc/{self.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.pid)
+
+    def backend_cpu_seconds(self) -> dict[int, float]:
+        """The same for the app's database sessions (the app names them "tracker")."""
+        return backend_cpu_seconds(self.database_url, "tracker")
 
     def warnings(self) -> list[str]:
         self.log.seek(0)
@@ -167,7 +192,7 @@ def serve(url: URL, app: str = "app.main:app", **settings: str) -> Iterator[Serv
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        server = Server(f"http://{LOCALHOST}:{port}", process.pid, log)
+        server = Server(f"http://{LOCALHOST}:{port}", process.pid, log, url)
         try:
             _wait_until_ready(server, process)
             yield server
