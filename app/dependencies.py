@@ -6,7 +6,7 @@ token), `Authorization: Bearer` (the same access token, for other clients), and 
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import Depends, Query, Request, Response
@@ -24,6 +24,7 @@ from app.services.access import Caller, require_admin
 from config import config
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+T = TypeVar("T")
 CSRF_HEADER = "X-CSRF-Token"
 
 
@@ -53,23 +54,53 @@ def _end_and_close(session: Session, error: BaseException | None) -> None:
         session.close()
 
 
+def _transaction_pending(session: Session) -> bool:
+    return session.in_transaction() or bool(session.new or session.dirty or session.deleted)
+
+
+async def _finish(session: Session, error: BaseException | None) -> None:
+    if not _transaction_pending(session):
+        session.close()  # no connection held, no I/O: no trip to the thread pool
+        return
+    # Shielded, so that a client that goes away cannot leave the connection in a transaction.
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(_end_and_close, session, error)
+
+
 async def get_db() -> AsyncIterator[Session]:
     """A session for one request. Its scope is the route function, so the commit happens before
     the response is sent: a client that sees success can count on the data being stored.
 
     Opening a session does no I/O (it connects on its first statement, in the route's thread),
-    so only the end of the transaction takes a trip to the thread pool; shielded, so that a
-    client that goes away cannot leave the connection in a transaction.
+    so only the end of the transaction takes a trip to the thread pool, and none when the route
+    ended it already (`in_one_trip`) or never used the database.
     """
     session = config.database.SessionLocal()
     try:
         yield session
     except BaseException as error:
-        with anyio.CancelScope(shield=True):
-            await run_in_threadpool(_end_and_close, session, error)
+        await _finish(session, error)
         raise
+    await _finish(session, None)
+
+
+async def in_one_trip(session: Session, work: Callable[[], T]) -> T:
+    """Run `work` (the route's database work) in the thread pool and end the request's
+    transaction in the same trip, as `get_db` would end it: one trip instead of two, for the
+    event hot path. Nothing may use the session after it."""
+
+    def work_and_end() -> T:
+        try:
+            result = work()
+        except BaseException as error:
+            end_transaction(session, error)
+            raise
+        end_transaction(session, None)
+        return result
+
     with anyio.CancelScope(shield=True):
-        await run_in_threadpool(_end_and_close, session, None)
+        result = await run_in_threadpool(work_and_end)
+    return result
 
 
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]

@@ -1,6 +1,8 @@
+from functools import partial
+
 from fastapi import APIRouter, Response, status
 
-from app.dependencies import Cursor, Ingester, Limit, Reader, SessionDep
+from app.dependencies import Cursor, Ingester, Limit, Reader, SessionDep, in_one_trip
 from app.internal.pagination import DEFAULT_LIMIT
 from app.schemas.error import error_responses
 from app.schemas.event import (
@@ -26,13 +28,12 @@ router = APIRouter(tags=["events"], responses=error_responses(401, 403))
         **error_responses(400, 404, 409, 422),
     },
 )
-def create_event(
+async def create_event(
     session: SessionDep, caller: Ingester, job_id: int, event_in: EventCreate, response: Response
 ) -> EventResult:
     """Report an event; answers it with the job's new progress, cost and status."""
-    event, job, created = events.record_event(
-        session, caller=caller, job_id=job_id, event_in=event_in
-    )
+    record = partial(events.record_event, session, caller=caller, job_id=job_id, event_in=event_in)
+    event, job, created = await in_one_trip(session, record)
     if not created:
         response.status_code = status.HTTP_200_OK
     return EventResult(event=event, job=job)
