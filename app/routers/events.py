@@ -1,10 +1,18 @@
+from functools import partial
+
 from fastapi import APIRouter, Response, status
 
-from app.dependencies import Cursor, Ingester, Limit, Reader, SessionDep
+from app.dependencies import Cursor, Ingester, Limit, Reader, SessionDep, in_one_trip
 from app.internal.pagination import DEFAULT_LIMIT
 from app.schemas.error import error_responses
-from app.schemas.event import BatchItemResult, BatchRequest, BatchResult
-from app.schemas.job import EventCreate, EventPublic, EventResult, JobPublic
+from app.schemas.event import (
+    BatchItemResult,
+    BatchRequest,
+    BatchResult,
+    EventCreate,
+    EventPublic,
+)
+from app.schemas.job import EventResult
 from app.schemas.page import Page
 from app.services import events
 
@@ -20,16 +28,15 @@ router = APIRouter(tags=["events"], responses=error_responses(401, 403))
         **error_responses(400, 404, 409, 422),
     },
 )
-def create_event(
+async def create_event(
     session: SessionDep, caller: Ingester, job_id: int, event_in: EventCreate, response: Response
 ) -> EventResult:
     """Report an event; answers it with the job's new progress, cost and status."""
-    event, job, created = events.record_event(
-        session, caller=caller, job_id=job_id, event_in=event_in
-    )
+    record = partial(events.record_event, session, caller=caller, job_id=job_id, event_in=event_in)
+    event, job, created = await in_one_trip(session, record)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return EventResult(event=EventPublic.model_validate(event), job=JobPublic.model_validate(job))
+    return EventResult(event=event, job=job)
 
 
 @router.get(
@@ -58,7 +65,7 @@ def create_events_batch(session: SessionDep, caller: Ingester, batch: BatchReque
             index=outcome.index,
             result=outcome.result,
             job_id=outcome.job_id,
-            event_id=outcome.event.id if outcome.event else None,
+            event_id=outcome.event_id,
             reason=outcome.reason,
         )
         for outcome in outcomes

@@ -25,7 +25,7 @@ from app.models import (
     JobStepError,
     Scope,
 )
-from app.schemas.job import EventCreate
+from app.schemas.event import EventCreate
 from app.services import events as event_service
 from app.services.access import Caller
 from tests.helpers.capture import captured_statements
