@@ -1,5 +1,7 @@
-"""A PostgreSQL server of a test's own, for tests that stop and start it. (A scratch database
-on the test server is `config.database.scratch_database(config.database.url)`.)"""
+"""A PostgreSQL server of a test's own, for tests that stop and start it. (For a scratch
+database on the test server, use the function `scratch_database` of the module
+`config.database`: `scratch_database(config.database.url)`, where `config.database` is the
+configured `Database`.)"""
 
 import shutil
 import subprocess
