@@ -36,6 +36,20 @@ class ThrowawayServer:
         create_database(url)
         return url
 
+    def require_password(self, role: str) -> None:
+        """Make `role` authenticate by password (SCRAM) on the socket; others stay trusted."""
+        hba = Path(self._server.pgdata) / "pg_hba.conf"
+        hba.write_text(f"local all {role} scram-sha-256\n" + hba.read_text())
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        subprocess.run(
+            [POSTGRES_BIN_PATH / "pg_ctl", "-D", self._server.pgdata, "reload"],
+            user=self._server.system_user,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
     def stop(self) -> None:
         """A fast shutdown, as a restart or a failover does: open sessions are cut off."""
         from pgserver._commands import POSTGRES_BIN_PATH
