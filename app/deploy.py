@@ -31,6 +31,10 @@ logger = logging.getLogger(f"{LOGGER_NAME}.deploy")
 # CloudFormation refuses a response body over 4 KiB; the reason is the part that varies.
 MAX_REASON_CHARS = 1500
 RESPONSE_ATTEMPTS = 3
+# CloudFormation's presigned URLs are S3 ones, in AWS's commercial or China partitions: the
+# answer (and the stack's identifiers in it) goes nowhere else.
+RESPONSE_URL_SCHEMES = frozenset({"https"})
+RESPONSE_URL_HOST_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn")
 
 
 def handle_custom_resource(event: dict[str, Any], context: Any) -> dict[str, str]:
@@ -118,8 +122,9 @@ def send_response(
 ) -> None:
     """PUT the result to the presigned URL CloudFormation gave, retrying a failed attempt."""
     url = str(event.get("ResponseURL", ""))
-    if urlsplit(url).scheme not in {"https", "http"}:
-        logger.error("Custom resource: no http(s) ResponseURL to answer to: %r", url[:200])
+    problem = response_url_problem(url)
+    if problem:
+        logger.error("Custom resource: not answering to ResponseURL %r: %s", url[:200], problem)
         return
     body = json.dumps(
         {
@@ -134,7 +139,7 @@ def send_response(
         }
     ).encode()
     # The presigned URL was signed with no Content-Type: sending one would break the signature.
-    request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
+    request = urllib.request.Request(  # noqa: S310 (the URL is checked above)
         url, data=body, method="PUT", headers={"Content-Type": ""}
     )
     for attempt in range(1, RESPONSE_ATTEMPTS + 1):
@@ -146,5 +151,20 @@ def send_response(
             logger.warning(
                 "Custom resource: sending %s failed (try %d): %s", status, attempt, error
             )
-            time.sleep(attempt)
+            if attempt < RESPONSE_ATTEMPTS:
+                time.sleep(attempt)
     logger.error("Custom resource: %s could not be sent; CloudFormation will time out", status)
+
+
+def response_url_problem(url: str) -> str | None:
+    """Why `url` is not a presigned URL CloudFormation would give, or None if it may be one."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError as error:
+        return f"not a URL ({error})"
+    if parts.scheme not in RESPONSE_URL_SCHEMES:
+        return f"the scheme must be {' or '.join(sorted(RESPONSE_URL_SCHEMES))}"
+    if not (parts.hostname or "").lower().endswith(RESPONSE_URL_HOST_SUFFIXES):
+        return f"the host must end in {' or '.join(RESPONSE_URL_HOST_SUFFIXES)}"
+    return None

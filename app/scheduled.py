@@ -10,11 +10,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.services import housekeeping
+from app.services import housekeeping, login_throttle
 from config import config
 from config.log import LOGGER_NAME
 
@@ -52,7 +52,7 @@ class ScheduledTask:
 
 
 def clean_up_authentication(run: TaskRun) -> dict[str, int]:
-    window = timedelta(minutes=config.settings.login_failure_window_minutes)
+    window = login_throttle.failure_window()
     return {
         "sessions_deleted": run.in_batches(
             lambda session, limit: housekeeping.delete_dead_sessions(

@@ -3,13 +3,15 @@
 import logging
 import os
 import secrets
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ProgrammingError
 
-from config.database import Database, create_database, drop_database
+from config.database import Database, Login, create_database, drop_database
 from config.log import LOGGER_NAME, configure_logging
 from config.settings import SETTINGS_BY_ENV, SecretSources, Settings
 from config.validation import describe_validation_error
@@ -101,6 +103,7 @@ class Config:
             statement_timeout_ms=settings.db_statement_timeout_ms or None,
             connect_timeout_s=settings.db_connect_timeout_s,
             connection_options=settings.db_connection_options,
+            read_login=_database_login_reader(settings),
         )
         if self._database is not None:
             self._database.dispose()
@@ -134,6 +137,16 @@ def _secret_settings(sources: SecretSources) -> dict[str, Any]:
         return fetch_secret_settings(sources)
     except SecretsError as error:
         raise ConfigError(str(error)) from None
+
+
+def _database_login_reader(settings: Settings) -> Callable[[], Login] | None:
+    """Where to read the database login again once RDS rotated its password: the secret it
+    came from, when the POSTGRES_* fields name the database."""
+    if settings.database_secret_id is None or settings.database_url is not None:
+        return None
+    from config.secrets import read_database_login
+
+    return partial(read_database_login, settings)
 
 
 def resolve_database_url(settings: Settings) -> tuple[URL, str]:

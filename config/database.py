@@ -1,5 +1,6 @@
 """The database engine and session factory, and creating and dropping whole databases."""
 
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+
+from config.log import LOGGER_NAME
+
+logger = logging.getLogger(f"{LOGGER_NAME}.database")
 
 
 def session_settings(statement_timeout_ms: int | None) -> dict[str, str]:
@@ -33,6 +38,51 @@ def database_defaults_sql(database: str, statement_timeout_ms: int | None) -> li
     ]
 
 
+Login = tuple[str, str]
+"""A database user name and its password."""
+
+
+def is_authentication_failure(error: Exception) -> bool:
+    """Whether a failed connection attempt was refused for its credentials (libpq reports the
+    server's message, with no SQLSTATE)."""
+    return "authentication failed" in str(error).lower()
+
+
+class RotatingLogin:
+    """The credentials new connections use, read again from where they are kept (the database
+    secret, which RDS rotates) when the server refuses the ones in hand."""
+
+    def __init__(self, read_login: Callable[[], Login]) -> None:
+        self.read_login = read_login
+        self.current: Login | None = None
+
+    def install(self, engine: Engine) -> None:
+        event.listen(engine, "do_connect", self.connect)
+
+    def connect(
+        self, dialect: Any, connection_record: Any, cargs: list[Any], cparams: dict[str, Any]
+    ) -> Any:
+        if self.current is not None:
+            cparams["user"], cparams["password"] = self.current
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError as error:
+            if not is_authentication_failure(error):
+                raise
+            try:
+                fresh = self.read_login()
+            except Exception:
+                logger.exception("Cannot read the database login again after a refusal")
+                raise error from None
+            if fresh == (cparams.get("user"), cparams.get("password")):
+                raise  # the secret holds what was refused: no rotation to catch up with
+            cparams["user"], cparams["password"] = fresh
+            connection = dialect.connect(*cargs, **cparams)
+            self.current = fresh
+            logger.info("Connected with the database login read again (its password rotated)")
+            return connection
+
+
 class Database:
     """An engine and its `SessionLocal` factory for one database URL."""
 
@@ -48,10 +98,12 @@ class Database:
         connect_timeout_s: int | None = None,
         connection_options: bool = True,
         ping_after_idle_s: float = 0,
+        read_login: Callable[[], Login] | None = None,
     ) -> None:
         """`connection_options=False` sends none of the session settings with the connection
         (RDS Proxy refuses connections that carry any): the database's defaults apply, which
-        `database_defaults_sql` sets."""
+        `database_defaults_sql` sets. `read_login` reads the current user and password again
+        when the server refuses the URL's (after a rotation of the password)."""
         connect_args: dict[str, Any] = {"application_name": "tracker"}
         if connect_timeout_s:
             connect_args["connect_timeout"] = connect_timeout_s
@@ -84,6 +136,8 @@ class Database:
         )
         if not null_pool and not pre_ping:
             _ping_after_idle(self.engine, ping_after_idle_s)
+        if read_login is not None:
+            RotatingLogin(read_login).install(self.engine)
         self.url = self.engine.url
         self.SessionLocal: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
 

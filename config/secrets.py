@@ -141,6 +141,24 @@ def _json_object(payload: bytes) -> dict[str, Any]:
 
 def fetch_secret_settings(sources: SecretSources) -> dict[str, Any]:
     """The settings the configured secrets hold, by field name."""
+    values: dict[str, Any] = {}
+    if sources.secret_key_secret_id is not None:
+        values["secret_key"] = _read(sources, sources.secret_key_secret_id)
+    if sources.database_secret_id is not None:
+        values["postgres_user"], values["postgres_password"] = read_database_login(sources)
+    return values
+
+
+def read_database_login(sources: SecretSources) -> tuple[str, str]:
+    """The user name and password the database secret holds now."""
+    secret_id = str(sources.database_secret_id)
+    login = _json_object(_read(sources, secret_id).encode())
+    if not isinstance(login.get("username"), str) or not isinstance(login.get("password"), str):
+        raise SecretsError(f"secret {secret_id} is not JSON with a username and a password")
+    return login["username"], login["password"]
+
+
+def _read(sources: SecretSources, secret_id: str) -> str:
     if not (sources.aws_region and sources.aws_access_key_id and sources.aws_secret_access_key):
         raise SecretsError(
             "reading secrets needs AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
@@ -153,24 +171,9 @@ def fetch_secret_settings(sources: SecretSources) -> dict[str, Any]:
             sources.aws_session_token.get_secret_value() if sources.aws_session_token else None
         ),
     )
-
-    def read(secret_id: str) -> str:
-        return get_secret_string(
-            secret_id,
-            region=str(sources.aws_region),
-            credentials=credentials,
-            endpoint_url=sources.aws_endpoint_url_secrets_manager,
-        )
-
-    values: dict[str, Any] = {}
-    if sources.secret_key_secret_id is not None:
-        values["secret_key"] = read(sources.secret_key_secret_id)
-    if sources.database_secret_id is not None:
-        login = _json_object(read(sources.database_secret_id).encode())
-        if not isinstance(login.get("username"), str) or not isinstance(login.get("password"), str):
-            raise SecretsError(
-                f"secret {sources.database_secret_id} is not JSON with a username and a password"
-            )
-        values["postgres_user"] = login["username"]
-        values["postgres_password"] = login["password"]
-    return values
+    return get_secret_string(
+        secret_id,
+        region=str(sources.aws_region),
+        credentials=credentials,
+        endpoint_url=sources.aws_endpoint_url_secrets_manager,
+    )

@@ -262,8 +262,12 @@ def invoke_in_production(events: list[dict[str, Any]], env: dict[str, str]) -> l
     as the migration function is."""
     snippet = (
         "import json, os\n"
+        "from app import deploy\n"
         "from app.main import handler\n"
         "from tests.helpers.lambda_events import LambdaContext\n"
+        # The local receiver stands in for S3: its plain-HTTP address is let through here only.
+        "deploy.RESPONSE_URL_SCHEMES = frozenset({'http'})\n"
+        "deploy.RESPONSE_URL_HOST_SUFFIXES = ('127.0.0.1',)\n"
         "for event in json.loads(os.environ['EVENTS']):\n"
         "    print(json.dumps(handler(event, LambdaContext())))\n"
     )

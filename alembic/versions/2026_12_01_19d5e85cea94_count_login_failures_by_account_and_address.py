@@ -7,6 +7,10 @@ Create Date: 2026-12-01 22:00:00.000000
 The counter on users throttled an account for everyone, so anyone who knew an email could lock
 its owner out; failures are now rows naming the email and the client address. The counts in
 flight are not carried over (a throttle at most a window old is forgotten, either way).
+
+`users.failed_login_count` and `users.failed_login_window_started_at` stay: the previous release
+reads and writes them until this one takes over (and again after a rollback). This release
+never writes them; a later release drops them.
 """
 
 from collections.abc import Sequence
@@ -31,19 +35,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_login_failures_email_failed_at", "login_failures", ["email", "failed_at"])
     op.create_index(op.f("ix_login_failures_failed_at"), "login_failures", ["failed_at"])
-    op.drop_column("users", "failed_login_window_started_at")
-    op.drop_column("users", "failed_login_count")
 
 
 def downgrade() -> None:
-    op.add_column(
-        "users",
-        sa.Column("failed_login_count", sa.Integer(), server_default="0", nullable=False),
-    )
-    op.add_column(
-        "users",
-        sa.Column("failed_login_window_started_at", sa.DateTime(timezone=True), nullable=True),
-    )
     op.drop_index(op.f("ix_login_failures_failed_at"), table_name="login_failures")
     op.drop_index("ix_login_failures_email_failed_at", table_name="login_failures")
     op.drop_table("login_failures")

@@ -40,6 +40,10 @@ class User(IdMixin, TimestampMixin, Base):
     )
     is_active: Mapped[bool] = mapped_column(default=True, server_default="true")
     password_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Deprecated, never read or written here: the login throttle before login_failures counted
+    # in these, and the release before this one still does. A later release drops them.
+    failed_login_count: Mapped[int] = mapped_column(server_default="0")
+    failed_login_window_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     customer: Mapped["Customer | None"] = relationship(lazy="raise")
 

@@ -43,7 +43,8 @@ def normalized_address(address: str) -> str:
     return str(parsed)
 
 
-def _window() -> timedelta:
+def failure_window() -> timedelta:
+    """How long a failed login counts (the cleanup forgets those older)."""
     return timedelta(minutes=config.settings.login_failure_window_minutes)
 
 
@@ -63,7 +64,7 @@ def refuse_if_throttled(
             func.min(LoginFailure.failed_at).filter(from_address),
             func.count(),
             func.min(LoginFailure.failed_at),
-        ).where(LoginFailure.email == email, LoginFailure.failed_at > now - _window())
+        ).where(LoginFailure.email == email, LoginFailure.failed_at > now - failure_window())
     ).one()
     settings = config.settings
     if address_count >= settings.login_max_failures:
@@ -74,7 +75,7 @@ def refuse_if_throttled(
 
 def _refuse(whose: str, oldest_failure: datetime, now: datetime) -> None:
     # The window slides: one more attempt is allowed once the oldest failure in it is over.
-    retry_after = oldest_failure + _window() - now
+    retry_after = oldest_failure + failure_window() - now
     raise RateLimited(
         f"Too many failed logins for {whose}: try again later",
         retry_after=max(1, int(retry_after.total_seconds()) + 1),

@@ -1,5 +1,7 @@
-"""A PostgreSQL server of a test's own, for tests that stop and start it. (A scratch database
-on the test server is `config.database.scratch_database(config.database.url)`.)"""
+"""A PostgreSQL server of a test's own, for tests that stop and start it. (For a scratch
+database on the test server, use the function `scratch_database` of the module
+`config.database`: `scratch_database(config.database.url)`, where `config.database` is the
+configured `Database`.)"""
 
 import shutil
 import subprocess
@@ -33,6 +35,20 @@ class ThrowawayServer:
         url = self.url(name)
         create_database(url)
         return url
+
+    def require_password(self, role: str) -> None:
+        """Make `role` authenticate by password (SCRAM) on the socket; others stay trusted."""
+        hba = Path(self._server.pgdata) / "pg_hba.conf"
+        hba.write_text(f"local all {role} scram-sha-256\n" + hba.read_text())
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        subprocess.run(
+            [POSTGRES_BIN_PATH / "pg_ctl", "-D", self._server.pgdata, "reload"],
+            user=self._server.system_user,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def stop(self) -> None:
         """A fast shutdown, as a restart or a failover does: open sessions are cut off."""
