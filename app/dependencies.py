@@ -25,8 +25,8 @@ from app.services.access import Caller, require_admin
 from config import config
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-T = TypeVar("T")
 CSRF_HEADER = "X-CSRF-Token"
+T = TypeVar("T")
 
 
 def end_transaction(session: Session, error: BaseException | None) -> None:
