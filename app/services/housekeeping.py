@@ -4,7 +4,7 @@ time, so that each transaction stays short and a large backlog never locks much 
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, or_, select
+from sqlalchemy import ColumnElement, CursorResult, delete, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import LoginFailure, UserSession
@@ -15,19 +15,8 @@ def delete_dead_sessions(session: Session, *, now: datetime, limit: int) -> int:
 
     A token naming a deleted session is refused exactly as one naming a revoked session is.
     """
-    dead = (
-        select(UserSession.id)
-        .where(or_(UserSession.expires_at <= now, UserSession.revoked_at.is_not(None)))
-        .limit(limit)
-        # Another instance running the same task at the same moment takes other rows.
-        .with_for_update(skip_locked=True)
-    )
-    result = session.execute(
-        delete(UserSession)
-        .where(UserSession.id.in_(dead.scalar_subquery()))
-        .execution_options(synchronize_session=False)
-    )
-    return cast(CursorResult[Any], result).rowcount
+    dead = or_(UserSession.expires_at <= now, UserSession.revoked_at.is_not(None))
+    return _delete_some(session, UserSession, dead, limit=limit)
 
 
 def clear_stale_login_failures(
@@ -35,15 +24,27 @@ def clear_stale_login_failures(
 ) -> int:
     """Delete up to `limit` failed logins older than the throttle's window; return how many
     went. Such a failure no longer counts against anyone, so deleting it changes no answer."""
-    stale = (
-        select(LoginFailure.id)
-        .where(LoginFailure.failed_at <= now - window)
+    stale = LoginFailure.failed_at <= now - window
+    return _delete_some(session, LoginFailure, stale, limit=limit)
+
+
+def _delete_some(
+    session: Session,
+    model: type[UserSession] | type[LoginFailure],
+    condition: ColumnElement[bool],
+    *,
+    limit: int,
+) -> int:
+    some = (
+        select(model.id)
+        .where(condition)
         .limit(limit)
+        # Another instance running the same task at the same moment takes other rows.
         .with_for_update(skip_locked=True)
     )
     result = session.execute(
-        delete(LoginFailure)
-        .where(LoginFailure.id.in_(stale.scalar_subquery()))
+        delete(model)
+        .where(model.id.in_(some.scalar_subquery()))
         .execution_options(synchronize_session=False)
     )
     return cast(CursorResult[Any], result).rowcount
