@@ -135,14 +135,14 @@ class Tracker:
         if metadata is not None:
             body["metadata"] = metadata
         job = Job(self, provider_job_id, mode or self.mode)
-        job.state = self._create_job(body)
+        job.state = self._create_job(body, job.mode)
         return job
 
     def job_handle(self, provider_job_id: str, *, mode: Mode | None = None) -> Job:
         """A handle to report events for a job created earlier (elsewhere), without a request."""
         return Job(self, provider_job_id, mode or self.mode)
 
-    def _create_job(self, body: dict[str, Any]) -> JobState | None:
+    def _create_job(self, body: dict[str, Any], mode: Mode) -> JobState | None:
         content = json.dumps(body, separators=(",", ":"))
         if self._courier.pending():
             # Older entries go first; this creation joins them.
@@ -150,10 +150,18 @@ class Tracker:
             self._raise_if_strict(f"job {body['provider_job_id']} was spooled")
             return None
         try:
-            response = self._transport.request(
-                "POST", "/jobs", content=content.encode(), headers=JSON_HEADERS,
-                retry=self._courier.retry_policy(),
-            )  # fmt: skip
+            try:
+                response = self._transport.request(
+                    "POST", "/jobs", content=content.encode(), headers=JSON_HEADERS,
+                    retry=self._courier.retry_policy(),
+                )  # fmt: skip
+            except ApiError as error:
+                # A background job must not stop the script for the API's failure (or a
+                # revoked key); a sync caller sees the error.
+                outage = self._courier.unavailable(error)
+                if mode == "sync" or outage is None:
+                    raise
+                raise outage from error
         except TrackerUnavailable as error:
             self._courier.mark_down(error)
             if self.strict:
