@@ -34,7 +34,7 @@ from trackerapi.models import (
     JobState,
     PushOutcome,
 )
-from trackerapi.spool import Spool, default_spool_path
+from trackerapi.spool import Spool, default_spool_path, key_id
 from trackerapi.transport import RetryPolicy, Transport
 from trackerapi.worker import Worker
 
@@ -105,6 +105,7 @@ class Tracker:
             on_error=on_error,
             max_batch=max_batch,
             max_batch_bytes=max_batch_bytes,
+            key=key_id(self.api_key),
         )
         self._lock = threading.Lock()
         self._worker: Worker | None = None

@@ -39,8 +39,11 @@ class Courier:
         on_error: ErrorCallback | None,
         max_batch: int,
         max_batch_bytes: int,
+        key: str,
     ) -> None:
         self.transport = transport
+        # Entries are spooled under the key's id: only a client with the same key sends them.
+        self.key = key
         self.spool = spool
         self.on_error = on_error
         self.max_batch = max_batch
@@ -81,7 +84,7 @@ class Courier:
         if self.spool is None:
             return False
         if self._spooled is None:
-            self._spooled = self.spool.count(self.base_url) > 0
+            self._spooled = self.spool.count(self.base_url, self.key) > 0
         return self._spooled
 
     def keep(self, entries: Sequence[tuple[EntryKind, str]]) -> bool:
@@ -90,7 +93,7 @@ class Courier:
             for kind, body in entries:
                 self._report(kind, json.loads(body), "the API is unreachable and no spool is set")
             return False
-        self.spool.append(self.base_url, entries)
+        self.spool.append(self.base_url, self.key, entries)
         self._spooled = True
         return True
 
@@ -115,7 +118,7 @@ class Courier:
             return True
         with self._drain_lock:
             while True:
-                group = self._next_group(self.spool.head(self.base_url, self.max_batch))
+                group = self._next_group(self.spool.head(self.base_url, self.key, self.max_batch))
                 if not group:
                     self._spooled = False
                     return True
@@ -124,7 +127,9 @@ class Courier:
                 except TrackerUnavailable as error:
                     self.mark_down(error)
                     logger.warning(
-                        "%d entries wait in the spool %s", self.spool.count(), self.spool.path
+                        "%d entries wait in the spool %s",
+                        self.spool.count(self.base_url, self.key),
+                        self.spool.path,
                     )
                     return False
                 self._down_until = 0.0
