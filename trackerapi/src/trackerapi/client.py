@@ -9,7 +9,6 @@ import os
 import threading
 import traceback
 import uuid
-import weakref
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -474,8 +473,9 @@ def _open_spool(spool: str | Path | Literal[False] | None) -> Spool | None:
 
 
 # Interpreter exit: every open tracker flushes, within its exit_timeout, and spools what is
-# left. The sender is a daemon thread, so it still runs while atexit hooks do.
-_open_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+# left. The sender is a daemon thread, so it still runs while atexit hooks do. Strong references
+# until close(): a tracker the script dropped still has its queue to deliver.
+_open_trackers: set[Tracker] = set()
 
 
 @atexit.register
