@@ -15,7 +15,7 @@ from config import config
 from tests.client.support import PIPELINE_STEPS, Account, ApiServer, FaultProxy
 from tests.client.test_jobs import server_events
 from tests.helpers.capture import captured_records
-from trackerapi import ApiError, Rejection, RetryPolicy, Tracker
+from trackerapi import ApiError, Rejection, RetryPolicy, Tracker, TrackerUnavailable
 
 TAGS = [tag for tag, _, _ in PIPELINE_STEPS]
 ONE_TRY = RetryPolicy(attempts=1)
@@ -126,4 +126,24 @@ def test_a_refusal_of_the_content_is_reported_and_dropped(
     assert tracker.spool is not None
     assert tracker.spool.count(api_server.base_url) == 0
     assert len(rejections) == 1
+    tracker.close()
+
+
+def test_a_job_created_once_the_spool_is_delivered_has_its_state_and_raises_nothing(
+    api_server: ApiServer, account: Account, spool_file: Path, proxy: FaultProxy
+) -> None:
+    tracker = Tracker(account.api_key, proxy.base_url, spool=spool_file, retry=ONE_TRY, strict=True)
+    first = tracker.job(f"first-{uuid.uuid4().hex[:8]}", tag=account.tag)
+    proxy.fail_with(500)
+    first.step(TAGS[0])
+    with pytest.raises(TrackerUnavailable):
+        tracker.flush()
+
+    proxy.fail_with(None)
+    second = tracker.job(f"second-{uuid.uuid4().hex[:8]}", tag=account.tag)
+    assert second.id is not None
+    assert second.status == "pending"
+    assert tracker.spool is not None
+    assert tracker.spool.count(proxy.base_url) == 0
+    assert server_events(account, api_server, first.id)[0]["name"] == TAGS[0]
     tracker.close()

@@ -144,9 +144,9 @@ class Tracker:
 
     def _create_job(self, body: dict[str, Any], mode: Mode) -> JobState | None:
         content = json.dumps(body, separators=(",", ":"))
-        if self._courier.pending():
-            # Older entries go first; this creation joins them.
-            self._courier.deliver([("job", content)])
+        # Older entries go first; while they cannot be delivered, this creation joins them.
+        if self._courier.pending() and not self._courier.drain():
+            self._courier.keep([("job", content)])
             self._raise_if_strict(f"job {body['provider_job_id']} was spooled")
             return None
         try:
