@@ -147,3 +147,15 @@ def test_a_job_created_once_the_spool_is_delivered_has_its_state_and_raises_noth
     assert tracker.spool.count(proxy.base_url) == 0
     assert server_events(account, api_server, first.id)[0]["name"] == TAGS[0]
     tracker.close()
+
+
+def test_leaving_a_block_during_an_outage_does_not_re_read_the_job(
+    api_server: ApiServer, account: Account, spool_file: Path, proxy: FaultProxy
+) -> None:
+    tracker = Tracker(account.api_key, proxy.base_url, spool=spool_file, retry=ONE_TRY)
+    job = tracker.job(f"block-{uuid.uuid4().hex[:8]}", tag=account.tag)
+    proxy.fail_with(500)
+    with job:
+        job.step(TAGS[0])
+    assert proxy.requests == ["POST /events/batch HTTP/1.1"]
+    tracker.close(timeout=0)

@@ -357,9 +357,11 @@ class Job:
         return event
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Deliver the tracker's queue (this job's events among them) and re-read the job."""
+        """Deliver the tracker's queue (this job's events among them) and re-read the job (not
+        when the delivery failed: the re-read would only wait out the same outage)."""
         delivered = self.tracker.flush(timeout)
-        self.refresh()
+        if delivered:
+            self.refresh()
         return delivered
 
     def refresh(self) -> None:

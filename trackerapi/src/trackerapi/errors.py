@@ -35,7 +35,8 @@ class ApiError(TrackerError):
     @staticmethod
     def describe(body: Any) -> str:
         """The API's `detail`, one line, whether it is text or FastAPI's list of field errors."""
-        detail = body.get("detail") if isinstance(body, dict) else body
+        # API Gateway's own answers (a crashed function's 500) say `message`, not `detail`.
+        detail = body.get("detail", body.get("message")) if isinstance(body, dict) else body
         if isinstance(detail, list):
             parts = []
             for item in detail:

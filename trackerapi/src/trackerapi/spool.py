@@ -74,7 +74,12 @@ class Spool:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The entries hold the scripts' metadata: only the user may read them. A directory
+        # made here is the user's alone; one that exists (/tmp, say) is left as it is.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        if os.name == "posix":
+            os.chmod(self.path, 0o600)  # a file an older client made readable to all
         self._lock = threading.Lock()
         # Autocommit; WAL so that a reader never waits for a writer, NORMAL sync so that an
         # append costs no fsync of its own yet survives the process dying.
