@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from root import ROOT_DIR
 from tests.client.support import PIPELINE_STEPS, Account, ApiServer, free_port
@@ -134,3 +135,25 @@ def test_a_tracker_the_script_dropped_still_spools_its_queue_at_exit(
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(spool_file) as spool:
         assert spool.execute("SELECT count(*) FROM spool").fetchone() == (20,)
+
+
+def test_an_event_is_sent_as_it_was_when_reported_and_bad_metadata_raises_to_the_caller(
+    api_server: ApiServer, account: Account, spool_file: Path
+) -> None:
+    # A long linger: the sender has not touched the events when the caller changes them.
+    tracker = Tracker(account.api_key, api_server.base_url, spool=spool_file, linger=600)
+    job = tracker.job(f"meta-{uuid.uuid4().hex[:8]}", tag=account.tag)
+    metadata: dict[str, Any] = {"pages": 1}
+    job.info("first", metadata=metadata)
+    metadata["pages"] = 2
+    with pytest.raises(TypeError, match="metadata must be JSON"):
+        job.info("unserialisable", metadata={"when": object()})
+    job.info("after", metadata=metadata)
+    assert tracker.flush(timeout=120)  # the sender thread is alive and delivered both
+    tracker.close()
+    with account.reader(api_server.base_url) as reader:
+        items = reader.get(f"/jobs/{job.id}/events").json()["items"]
+    assert [(item["message"], item["metadata"]) for item in items] == [
+        ("first", {"pages": 1}),
+        ("after", {"pages": 2}),
+    ]

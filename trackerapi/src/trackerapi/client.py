@@ -204,7 +204,7 @@ class Tracker:
     def _send_now(self, event: Event, *, job_id: int | None) -> dict[str, Any] | None:
         """Deliver one event before answering: the API's answer (with the job's new state), or
         None when it went to the spool (unreachable API, or older entries still waiting)."""
-        content = json.dumps(event.body(), separators=(",", ":"), ensure_ascii=False)
+        content = event.content
         if job_id is None or self._courier.pending():
             if not self._courier.deliver([("event", content)]):
                 self._raise_if_strict(f"event {event.event_id} was spooled")
