@@ -1,6 +1,7 @@
 """The real API for client tests: uvicorn serving the app against the suite's own test database,
 a TCP proxy that loses answers, and the accounts the client calls with."""
 
+import contextlib
 import os
 import select
 import socket
@@ -8,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -93,6 +94,30 @@ def serving(database_url: str | None = None) -> Iterator[ApiServer]:
         server.stop()
 
 
+def relay(
+    client: socket.socket, upstream: socket.socket, *, lose_answer: Callable[[], bool]
+) -> None:
+    """Copy bytes both ways until either side closes; an answer `lose_answer` picks is thrown
+    away with the connection."""
+    try:
+        while True:
+            readable, _, _ = select.select([client, upstream], [], [], 60)
+            if not readable:
+                return
+            for source in readable:
+                data = source.recv(65536)
+                if not data:
+                    return
+                if source is upstream and lose_answer():
+                    return  # the answer is lost with the connection
+                (upstream if source is client else client).sendall(data)
+    except OSError:
+        return
+    finally:
+        client.close()
+        upstream.close()
+
+
 class LostAnswerProxy:
     """Forwards TCP to the API; while `drop_answers` is above zero, the next answer the API
     sends is thrown away and the caller's connection cut: the request was handled (committed),
@@ -127,26 +152,80 @@ class LostAnswerProxy:
             return False
 
     def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
-        try:
-            while True:
-                readable, _, _ = select.select([client, upstream], [], [], 60)
-                if not readable:
-                    return
-                for source in readable:
-                    data = source.recv(65536)
-                    if not data:
-                        return
-                    if source is upstream and self._take_drop():
-                        return  # the answer is lost with the connection
-                    (upstream if source is client else client).sendall(data)
-        except OSError:
-            return
-        finally:
-            client.close()
-            upstream.close()
+        relay(client, upstream, lose_answer=self._take_drop)
 
     def close(self) -> None:
         self._closed = True
+        self._listener.close()
+
+
+class FaultProxy:
+    """Forwards TCP to the API, except while a status is set (`fail_with`): then each request
+    is read whole and answered with that status and API Gateway's body, the API never reached
+    (a crashed Lambda's 500, say). `requests` lists the request line of each answered so."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.status: int | None = None
+        self.requests: list[str] = []
+        self._forwarding: set[socket.socket] = set()
+        self._listener = socket.create_server((LOCALHOST, 0))
+        self.port = self._listener.getsockname()[1]
+        self.base_url = f"http://{LOCALHOST}:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        status = self.status
+        if status is None:
+            upstream = socket.create_connection((LOCALHOST, self.upstream_port))
+            self._forwarding.add(client)
+            relay(client, upstream, lose_answer=lambda: False)
+            self._forwarding.discard(client)
+            return
+        with client:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = client.recv(65536)
+                if not data:
+                    return
+                head += data
+            head, _, body = head.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            while len(body) < length:
+                data = client.recv(65536)
+                if not data:
+                    return
+                body += data
+            self.requests.append(lines[0])
+            answer = b'{"message":"Internal server error"}'
+            client.sendall(
+                f"HTTP/1.1 {status} Fault\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(answer)}\r\nConnection: close\r\n\r\n".encode()
+                + answer
+            )
+
+    def fail_with(self, status: int | None) -> None:
+        """Answer `status` from now on (None: forward again). Forwarded connections are cut, so
+        that the client's next request comes through a new one."""
+        self.status = status
+        for connection in list(self._forwarding):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
         self._listener.close()
 
 

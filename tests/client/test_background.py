@@ -1,6 +1,7 @@
 """Background mode at volume, and at interpreter exit."""
 
 import random
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -9,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from root import ROOT_DIR
-from tests.client.support import PIPELINE_STEPS, Account, ApiServer
+from tests.client.support import PIPELINE_STEPS, Account, ApiServer, free_port
 from trackerapi import Rejection, Tracker
 
 TAGS = [tag for tag, _, _ in PIPELINE_STEPS]
@@ -105,3 +107,53 @@ def test_a_script_that_queues_events_and_exits_at_once_delivers_them_all(
     ) as reader:
         job = reader.get(f"/jobs/by-provider-id/{provider_id}").json()
     assert job["event_count"] == 300
+
+
+def test_a_tracker_the_script_dropped_still_spools_its_queue_at_exit(
+    spool_file: Path,
+) -> None:
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    script = textwrap.dedent(f"""
+        import gc
+
+        from trackerapi import RetryPolicy, Tracker
+
+        def main():
+            # A long linger: nothing leaves before the exit-time flush does.
+            tracker = Tracker("key", {unreachable!r}, spool={str(spool_file)!r},
+                              retry=RetryPolicy(attempts=1), linger=600)
+            job = tracker.job_handle("dropped")
+            for n in range(20):
+                job.info(f"note {{n}}")
+
+        main()
+        gc.collect()  # as it runs in any long script: the tracker is gone, its queue is not
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT_DIR, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(spool_file) as spool:
+        assert spool.execute("SELECT count(*) FROM spool").fetchone() == (20,)
+
+
+def test_an_event_is_sent_as_it_was_when_reported_and_bad_metadata_raises_to_the_caller(
+    api_server: ApiServer, account: Account, spool_file: Path
+) -> None:
+    # A long linger: the sender has not touched the events when the caller changes them.
+    tracker = Tracker(account.api_key, api_server.base_url, spool=spool_file, linger=600)
+    job = tracker.job(f"meta-{uuid.uuid4().hex[:8]}", tag=account.tag)
+    metadata: dict[str, Any] = {"pages": 1}
+    job.info("first", metadata=metadata)
+    metadata["pages"] = 2
+    with pytest.raises(TypeError, match="metadata must be JSON"):
+        job.info("unserialisable", metadata={"when": object()})
+    job.info("after", metadata=metadata)
+    assert tracker.flush(timeout=120)  # the sender thread is alive and delivered both
+    tracker.close()
+    with account.reader(api_server.base_url) as reader:
+        items = reader.get(f"/jobs/{job.id}/events").json()["items"]
+    assert [(item["message"], item["metadata"]) for item in items] == [
+        ("first", {"pages": 1}),
+        ("after", {"pages": 2}),
+    ]

@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("file", help="JSON, or YAML when it ends .yaml/.yml")
     config_actions.add_parser("schema", help="print the file format's JSON Schema")
 
-    commands.add_parser("flush", help="send what waits in the spool")
+    flush = commands.add_parser("flush", help="send what waits in the spool for this API key")
+    flush.add_argument(
+        "--adopt-legacy",
+        action="store_true",
+        help="also send, with this key, what an older client spooled without recording its key",
+    )
     return parser
 
 
@@ -112,9 +117,29 @@ def _run(tracker: Tracker, args: argparse.Namespace) -> int:
         for outcome in tracker.configs.push(args.file):
             print(f"{outcome.tag} v{outcome.version}: {outcome.result}")
         return 0
-    delivered = tracker.flush(timeout=args.timeout)
-    left = tracker.spool.count(tracker.base_url) if tracker.spool else 0
+    return _flush(tracker, adopt_legacy=args.adopt_legacy, timeout=args.timeout)
+
+
+def _flush(tracker: Tracker, *, adopt_legacy: bool, timeout: float) -> int:
+    """Send this key's entries; say what else waits (other keys', other APIs', legacy ones)."""
+    spool, key = tracker.spool, tracker._courier.key
+    if spool is not None and adopt_legacy:
+        spool.adopt_legacy(tracker.base_url, key)
+    delivered = tracker.flush(timeout=timeout)
+    if spool is None:
+        print("spool empty")
+        return 0
+    left = spool.count(tracker.base_url, key)
     print("spool empty" if delivered else f"{left} entries still wait in the spool")
+    legacy = spool.count_legacy(tracker.base_url)
+    others = spool.count() - left - legacy
+    if others:
+        _note(f"{others} entries of other API keys (or other APIs) wait in {spool.path}")
+    if legacy:
+        _note(
+            f"{legacy} entries spooled by an older client, which recorded no key, wait in "
+            f"{spool.path}: `trackerapi flush --adopt-legacy` sends them with this key"
+        )
     return 0
 
 

@@ -9,7 +9,6 @@ import os
 import threading
 import traceback
 import uuid
-import weakref
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +33,7 @@ from trackerapi.models import (
     JobState,
     PushOutcome,
 )
-from trackerapi.spool import Spool, default_spool_path
+from trackerapi.spool import Spool, default_spool_path, key_id
 from trackerapi.transport import RetryPolicy, Transport
 from trackerapi.worker import Worker
 
@@ -105,6 +104,7 @@ class Tracker:
             on_error=on_error,
             max_batch=max_batch,
             max_batch_bytes=max_batch_bytes,
+            key=key_id(self.api_key),
         )
         self._lock = threading.Lock()
         self._worker: Worker | None = None
@@ -135,25 +135,33 @@ class Tracker:
         if metadata is not None:
             body["metadata"] = metadata
         job = Job(self, provider_job_id, mode or self.mode)
-        job.state = self._create_job(body)
+        job.state = self._create_job(body, job.mode)
         return job
 
     def job_handle(self, provider_job_id: str, *, mode: Mode | None = None) -> Job:
         """A handle to report events for a job created earlier (elsewhere), without a request."""
         return Job(self, provider_job_id, mode or self.mode)
 
-    def _create_job(self, body: dict[str, Any]) -> JobState | None:
+    def _create_job(self, body: dict[str, Any], mode: Mode) -> JobState | None:
         content = json.dumps(body, separators=(",", ":"))
-        if self._courier.pending():
-            # Older entries go first; this creation joins them.
-            self._courier.deliver([("job", content)])
+        # Older entries go first; while they cannot be delivered, this creation joins them.
+        if self._courier.pending() and not self._courier.drain():
+            self._courier.keep([("job", content)])
             self._raise_if_strict(f"job {body['provider_job_id']} was spooled")
             return None
         try:
-            response = self._transport.request(
-                "POST", "/jobs", content=content.encode(), headers=JSON_HEADERS,
-                retry=self._courier.retry_policy(),
-            )  # fmt: skip
+            try:
+                response = self._transport.request(
+                    "POST", "/jobs", content=content.encode(), headers=JSON_HEADERS,
+                    retry=self._courier.retry_policy(),
+                )  # fmt: skip
+            except ApiError as error:
+                # A background job must not stop the script for the API's failure (or a
+                # revoked key); a sync caller sees the error.
+                outage = self._courier.unavailable(error)
+                if mode == "sync" or outage is None:
+                    raise
+                raise outage from error
         except TrackerUnavailable as error:
             self._courier.mark_down(error)
             if self.strict:
@@ -196,7 +204,7 @@ class Tracker:
     def _send_now(self, event: Event, *, job_id: int | None) -> dict[str, Any] | None:
         """Deliver one event before answering: the API's answer (with the job's new state), or
         None when it went to the spool (unreachable API, or older entries still waiting)."""
-        content = json.dumps(event.body(), separators=(",", ":"), ensure_ascii=False)
+        content = event.content
         if job_id is None or self._courier.pending():
             if not self._courier.deliver([("event", content)]):
                 self._raise_if_strict(f"event {event.event_id} was spooled")
@@ -349,9 +357,11 @@ class Job:
         return event
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Deliver the tracker's queue (this job's events among them) and re-read the job."""
+        """Deliver the tracker's queue (this job's events among them) and re-read the job (not
+        when the delivery failed: the re-read would only wait out the same outage)."""
         delivered = self.tracker.flush(timeout)
-        self.refresh()
+        if delivered:
+            self.refresh()
         return delivered
 
     def refresh(self) -> None:
@@ -465,8 +475,9 @@ def _open_spool(spool: str | Path | Literal[False] | None) -> Spool | None:
 
 
 # Interpreter exit: every open tracker flushes, within its exit_timeout, and spools what is
-# left. The sender is a daemon thread, so it still runs while atexit hooks do.
-_open_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+# left. The sender is a daemon thread, so it still runs while atexit hooks do. Strong references
+# until close(): a tracker the script dropped still has its queue to deliver.
+_open_trackers: set[Tracker] = set()
 
 
 @atexit.register

@@ -1,5 +1,7 @@
 """Delivery in order: what the spool holds goes first, then what is new; what the API refuses
-for good is reported item by item, never retried; what cannot reach it waits in the spool."""
+for good (its content: 400, 404, 409, 413, 422, or an item `rejected` in a batch) is reported
+item by item, never retried; what cannot reach it, or meets a 5xx, 401 or 403, waits in the
+spool."""
 
 from __future__ import annotations
 
@@ -37,8 +39,11 @@ class Courier:
         on_error: ErrorCallback | None,
         max_batch: int,
         max_batch_bytes: int,
+        key: str,
     ) -> None:
         self.transport = transport
+        # Entries are spooled under the key's id: only a client with the same key sends them.
+        self.key = key
         self.spool = spool
         self.on_error = on_error
         self.max_batch = max_batch
@@ -62,14 +67,24 @@ class Courier:
 
     def mark_down(self, error: TrackerUnavailable) -> None:
         self._down_until = time.monotonic() + OUTAGE_SECONDS
-        logger.warning("the tracker API is unreachable: %s", error)
+        logger.warning("the tracker API is unavailable: %s", error)
+
+    @staticmethod
+    def unavailable(error: ApiError) -> TrackerUnavailable | None:
+        """The refusal as an outage when it says nothing about the content (5xx, 401, 403):
+        what was sent is kept, not dropped. None for a refusal of the content itself."""
+        if error.refuses_content:
+            return None
+        if error.status_code in (401, 403):
+            return TrackerUnavailable(f"the API refused the key: {error}")
+        return TrackerUnavailable(f"the API failed: {error}")
 
     def pending(self) -> bool:
         """Whether the spool holds anything for this API."""
         if self.spool is None:
             return False
         if self._spooled is None:
-            self._spooled = self.spool.count(self.base_url) > 0
+            self._spooled = self.spool.count(self.base_url, self.key) > 0
         return self._spooled
 
     def keep(self, entries: Sequence[tuple[EntryKind, str]]) -> bool:
@@ -78,7 +93,7 @@ class Courier:
             for kind, body in entries:
                 self._report(kind, json.loads(body), "the API is unreachable and no spool is set")
             return False
-        self.spool.append(self.base_url, entries)
+        self.spool.append(self.base_url, self.key, entries)
         self._spooled = True
         return True
 
@@ -103,7 +118,7 @@ class Courier:
             return True
         with self._drain_lock:
             while True:
-                group = self._next_group(self.spool.head(self.base_url, self.max_batch))
+                group = self._next_group(self.spool.head(self.base_url, self.key, self.max_batch))
                 if not group:
                     self._spooled = False
                     return True
@@ -112,7 +127,9 @@ class Courier:
                 except TrackerUnavailable as error:
                     self.mark_down(error)
                     logger.warning(
-                        "%d entries wait in the spool %s", self.spool.count(), self.spool.path
+                        "%d entries wait in the spool %s",
+                        self.spool.count(self.base_url, self.key),
+                        self.spool.path,
                     )
                     return False
                 self._down_until = 0.0
@@ -132,24 +149,25 @@ class Courier:
         return group
 
     def _send(self, group: Sequence[Entry], retry: RetryPolicy | None) -> None:
-        """Send one job creation, or events as one batch; refusals are reported, not raised."""
+        """Send one job creation, or events as one batch; refusals of the content are reported,
+        not raised; TrackerUnavailable when the group must wait."""
         if group[0].kind == "job":
-            try:
-                self.transport.request(
-                    "POST", "/jobs", content=group[0].body.encode(), headers=JSON_HEADERS,
-                    retry=retry,
-                )  # fmt: skip
-            except ApiError as error:
-                self._report("job", group[0].data(), error.detail)
-            return
-        content = ('{"events":[' + ",".join(entry.body for entry in group) + "]}").encode()
+            path, content = "/jobs", group[0].body.encode()
+        else:
+            path = "/events/batch"
+            content = ('{"events":[' + ",".join(entry.body for entry in group) + "]}").encode()
         try:
             response = self.transport.request(
-                "POST", "/events/batch", content=content, headers=JSON_HEADERS, retry=retry
+                "POST", path, content=content, headers=JSON_HEADERS, retry=retry
             )
         except ApiError as error:
+            outage = self.unavailable(error)
+            if outage is not None:
+                raise outage from error
             for entry in group:
-                self._report("event", entry.data(), error.detail)
+                self._report(entry.kind, entry.data(), error.detail)
+            return
+        if group[0].kind == "job":
             return
         for result in response.json()["results"]:
             if result["result"] == "rejected":

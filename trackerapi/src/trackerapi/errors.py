@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# The answers that refuse a request's content for good: a spooled entry refused so is dropped
+# (and reported); after any other refusal it stays spooled.
+CONTENT_REFUSALS = frozenset({400, 404, 409, 413, 422})
+
 
 class TrackerError(Exception):
     """Anything the client raises."""
@@ -22,10 +26,17 @@ class ApiError(TrackerError):
         self.status_code = status_code
         self.detail = detail
 
+    @property
+    def refuses_content(self) -> bool:
+        """Whether the refusal is about what was sent, so sending it again cannot help. A 5xx
+        (a crashed Lambda answers 500), 401 or 403 (a revoked key) says nothing about it."""
+        return self.status_code in CONTENT_REFUSALS
+
     @staticmethod
     def describe(body: Any) -> str:
         """The API's `detail`, one line, whether it is text or FastAPI's list of field errors."""
-        detail = body.get("detail") if isinstance(body, dict) else body
+        # API Gateway's own answers (a crashed function's 500) say `message`, not `detail`.
+        detail = body.get("detail", body.get("message")) if isinstance(body, dict) else body
         if isinstance(detail, list):
             parts = []
             for item in detail:
@@ -43,7 +54,8 @@ class EventRejected(ApiError):
 
 
 class TrackerUnavailable(TrackerError):
-    """The API could not be reached, or kept answering 429/502/503/504, past the retry budget.
+    """The API could not be reached, or kept answering 429/502/503/504, past the retry budget;
+    for spooled and background delivery also a 5xx, 401 or 403, which keep the entries spooled.
 
     Raised only with `strict=True`; otherwise what was being sent goes to the spool.
     """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -141,6 +141,16 @@ class Event:
     name: str | None = None
     message: str | None = None
     metadata: dict[str, Any] | None = None
+    # The batch item as sent, serialised here, in the caller's thread: changing `metadata`
+    # afterwards changes nothing, and a value JSON cannot hold raises at once, to the caller.
+    content: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            content = json.dumps(self.body(), separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"the event's metadata must be JSON: {error}") from None
+        object.__setattr__(self, "content", content)
 
     def body(self, *, with_job: bool = True) -> dict[str, Any]:
         """The event as an item of `POST /events/batch` (`with_job`), or as the body of

@@ -8,7 +8,6 @@ has been delivered or spooled.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -37,6 +36,8 @@ class Worker:
         self.max_batch = max_batch
         self.linger = linger
         self.queue: queue.Queue[Event | _Flush] = queue.Queue(max_queue)
+        # Events whose sending failed unexpectedly, sent again with the next batch.
+        self._held: list[Event] = []
         self.thread = threading.Thread(target=self._run, name="trackerapi-sender", daemon=True)
         self.thread.start()
 
@@ -53,7 +54,7 @@ class Worker:
         spooled (retries are cut short), so nothing queued is lost."""
         started = time.monotonic()
         delivered = self._wait(_Stop(), timeout)
-        if not self.thread.is_alive():
+        if not self.thread.is_alive() and not self._held:
             return delivered
         self.courier.transport.cancelled.set()
         # The request in flight (if any) ends within the HTTP timeout; its batch is in the spool.
@@ -69,7 +70,7 @@ class Worker:
         return marker.done.wait(timeout) and marker.delivered
 
     def _spool_the_rest(self) -> None:
-        left: list[Event] = []
+        left, self._held = self._held, []
         while True:
             try:
                 item = self.queue.get_nowait()
@@ -80,7 +81,7 @@ class Worker:
             else:
                 item.done.set()
         if left:
-            self.courier.keep([("event", _dumps(event)) for event in left])
+            self.courier.keep([("event", event.content) for event in left])
 
     def _run(self) -> None:
         while True:
@@ -99,13 +100,17 @@ class Worker:
                     item = self.queue.get(timeout=max(0.0, send_by - time.monotonic()))
                 except queue.Empty:
                     break
+            batch = self._held + batch
             try:
                 delivered = self._send(batch, flushing=bool(markers))
             except Exception:
-                # The thread must outlive any bug: a dead sender would block every caller.
-                logger.exception("the trackerapi sender failed; its batch is kept in the spool")
-                self.courier.keep([("event", _dumps(event)) for event in batch])
+                # The thread must outlive anything (a full disk, a locked spool, a bug): a dead
+                # sender would block every caller. The batch is held and sent with the next one.
+                logger.exception("the trackerapi sender failed; %d events are held", len(batch))
+                self._held = batch
                 delivered = False
+            else:
+                self._held = []
             for marker in markers:
                 marker.delivered = delivered
                 marker.done.set()
@@ -113,12 +118,8 @@ class Worker:
                 return
 
     def _send(self, batch: list[Event], *, flushing: bool) -> bool:
-        entries: list[tuple[EntryKind, str]] = [("event", _dumps(event)) for event in batch]
+        entries: list[tuple[EntryKind, str]] = [("event", event.content) for event in batch]
         if not entries:
             return self.courier.drain()
         # During an outage only a flush tries the API; other batches just wait in the spool.
         return self.courier.deliver(entries, try_now=flushing or not self.courier.in_outage)
-
-
-def _dumps(event: Event) -> str:
-    return json.dumps(event.body(), separators=(",", ":"), ensure_ascii=False)
