@@ -67,6 +67,28 @@ def test_events_met_by_a_500_stay_spooled_and_are_delivered_once_the_api_answers
     tracker.close()
 
 
+def test_a_batch_answered_404_by_something_that_is_not_the_api_stays_spooled(
+    api_server: ApiServer, account: Account, spool_file: Path, proxy: FaultProxy
+) -> None:
+    tracker = Tracker(account.api_key, proxy.base_url, spool=spool_file, retry=ONE_TRY)
+    job = tracker.job(f"lost-{uuid.uuid4().hex[:8]}", tag=account.tag)
+    assert job.id is not None
+
+    proxy.fail_with(404)  # a gateway in front of nothing, or a wrong base path
+    sent = [job.step(tag) for tag in TAGS[:3]]
+    with captured_records("trackerapi") as records:
+        assert not tracker.flush()
+    assert any("check the base URL" in record.getMessage() for record in records)
+    assert tracker.spool is not None
+    assert tracker.spool.count(proxy.base_url) == 3
+
+    proxy.fail_with(None)
+    assert tracker.flush()
+    stored = server_events(account, api_server, job.id)
+    assert [event["event_id"] for event in stored] == [event.event_id for event in sent]
+    tracker.close()
+
+
 def test_a_background_job_created_during_a_500_is_spooled_a_sync_one_raises(
     api_server: ApiServer, account: Account, spool_file: Path, proxy: FaultProxy
 ) -> None:

@@ -70,9 +70,14 @@ class Courier:
         logger.warning("the tracker API is unavailable: %s", error)
 
     @staticmethod
-    def unavailable(error: ApiError) -> TrackerUnavailable | None:
+    def unavailable(error: ApiError, *, batch: bool = False) -> TrackerUnavailable | None:
         """The refusal as an outage when it says nothing about the content (5xx, 401, 403):
-        what was sent is kept, not dropped. None for a refusal of the content itself."""
+        what was sent is kept, not dropped. None for a refusal of the content itself.
+
+        A batch is never refused whole with 404 (its items are, one by one): a 404 to one means
+        the URL reaches no Tracker API, and the batch is kept for when it does."""
+        if batch and error.status_code == 404:
+            return TrackerUnavailable(f"no Tracker API at this URL (check the base URL): {error}")
         if error.refuses_content:
             return None
         if error.status_code in (401, 403):
@@ -161,7 +166,7 @@ class Courier:
                 "POST", path, content=content, headers=JSON_HEADERS, retry=retry
             )
         except ApiError as error:
-            outage = self.unavailable(error)
+            outage = self.unavailable(error, batch=path == "/events/batch")
             if outage is not None:
                 raise outage from error
             for entry in group:
