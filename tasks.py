@@ -364,6 +364,31 @@ def load_configurations(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+def add_scheduled_task_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="the task to run; without one, list them")
+    parser.add_argument("--env", choices=ENVIRONMENTS, default="dev", help="default dev")
+
+
+@task(
+    "tasks:run",
+    "run a scheduled task now, as the Lambda worker's schedule does (no NAME: list them)",
+    add_scheduled_task_options,
+)
+def run_scheduled_task(args: argparse.Namespace) -> None:
+    from app.scheduled import SCHEDULED_TASKS, UnknownTask, run_task
+
+    if args.name is None:
+        width = max(len(name) for name in SCHEDULED_TASKS)
+        for name, scheduled in SCHEDULED_TASKS.items():
+            print(f"{name.ljust(width)}  {scheduled.summary}")
+        return
+    if args.name not in SCHEDULED_TASKS:
+        raise TaskError(str(UnknownTask(args.name)), 2)
+    setup(args.env)
+    counts = run_task(args.name)
+    print(f"{args.name}: " + (", ".join(f"{key} {value}" for key, value in counts.items())))
+
+
 # Command line -----------------------------------------------------------------------------------
 
 

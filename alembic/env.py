@@ -9,7 +9,10 @@ from config import config
 from config.database import Database
 
 alembic_config = context.config
-if alembic_config.config_file_name is not None:
+# The deploy's custom resource keeps the application's logging (JSON lines on Lambda).
+if alembic_config.config_file_name is not None and alembic_config.attributes.get(
+    "configure_logger", True
+):
     fileConfig(alembic_config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata

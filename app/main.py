@@ -5,14 +5,15 @@ Lambda instance imports this module once and then serves many requests.
 """
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from mangum import Mangum
 from psycopg2 import errors as pg_errors
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
+from app.entrypoint import LambdaHandler
 from app.internal.errors import (
     Conflict,
     DomainError,
@@ -29,13 +30,14 @@ from app.routers import (
     auth,
     billing,
     customers,
+    docs,
     events,
     health,
     job_configurations,
     jobs,
     users,
 )
-from app.schemas.error import ErrorPublic
+from app.schemas.error import error_response, error_schemas
 from config import config
 
 logger = logging.getLogger("tracker.errors")
@@ -52,16 +54,28 @@ app = FastAPI(
     title=settings.app_name,
     version="0.1.0",
     description=DESCRIPTION,
-    docs_url="/docs" if settings.docs_enabled else None,
-    redoc_url="/redoc" if settings.docs_enabled else None,
+    # The documentation pages are app.routers.docs: served with their assets, no CDN.
+    docs_url=None,
+    redoc_url=None,
     openapi_url="/openapi.json" if settings.docs_enabled else None,
     responses={
-        status.HTTP_503_SERVICE_UNAVAILABLE: {
-            "model": ErrorPublic,
-            "description": "The database is unavailable or busy; retry the request",
-        }
+        status.HTTP_503_SERVICE_UNAVAILABLE: error_response(
+            "The database is unavailable or busy; retry the request"
+        )
     },
 )
+
+
+def openapi_document() -> dict[str, Any]:
+    """FastAPI's document (built once, then cached) with the error bodies' schemas."""
+    document = FastAPI.openapi(app)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in error_schemas().items():
+        schemas.setdefault(name, schema)
+    return document
+
+
+app.openapi = openapi_document  # type: ignore[method-assign]
 
 if settings.cors_origins:
     app.add_middleware(
@@ -86,6 +100,8 @@ for router in (
     analytics.router,
 ):
     app.include_router(router)
+if settings.docs_enabled:
+    app.include_router(docs.router)
 
 
 STATUS_BY_ERROR: dict[type[DomainError], int] = {
@@ -137,4 +153,5 @@ def handle_integrity_error(request: Request, error: IntegrityError) -> JSONRespo
     )
 
 
-handler = Mangum(app, lifespan="off")
+# The Lambda entry point: HTTP events, schedules and the deploy's migrations (app.entrypoint).
+handler = LambdaHandler(app, base_path=settings.api_base_path)

@@ -2,13 +2,14 @@
 
 import logging
 import os
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.engine import URL
 
 from config.database import Database
 from config.log import LOGGER_NAME, configure_logging
-from config.settings import SETTINGS_BY_ENV, Settings
+from config.settings import SETTINGS_BY_ENV, SecretSources, Settings
 
 logger = logging.getLogger(f"{LOGGER_NAME}.config")
 
@@ -56,7 +57,8 @@ class Config:
             valid = ", ".join(SETTINGS_BY_ENV)
             raise ConfigError(f"Unknown APP_ENV {app_env!r}: expected one of {valid}")
         try:
-            settings = settings_class()
+            sources = SecretSources(_env_file=settings_class.model_config.get("env_file"))
+            settings = settings_class(**_secret_settings(sources))
         except ValidationError as error:
             raise ConfigError(_describe_settings_error(app_env, error)) from None
 
@@ -70,6 +72,7 @@ class Config:
             max_overflow=settings.db_max_overflow,
             statement_timeout_ms=settings.db_statement_timeout_ms or None,
             connect_timeout_s=settings.db_connect_timeout_s,
+            connection_options=settings.db_connection_options,
         )
         if self._database is not None:
             self._database.dispose()
@@ -78,6 +81,18 @@ class Config:
             f"{app_env} database: {url.render_as_string(hide_password=True)} ({origin})"
         )
         logger.info(self.database_description)
+
+
+def _secret_settings(sources: SecretSources) -> dict[str, Any]:
+    if sources.secret_key_secret_id is None and sources.database_secret_id is None:
+        return {}
+    # Only then: the module is for AWS, and costs nothing where no secret is configured.
+    from config.secrets import SecretsError, fetch_secret_settings
+
+    try:
+        return fetch_secret_settings(sources)
+    except SecretsError as error:
+        raise ConfigError(str(error)) from None
 
 
 def resolve_database_url(settings: Settings) -> tuple[URL, str]:

@@ -8,6 +8,26 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 
+def session_settings(statement_timeout_ms: int | None) -> dict[str, str]:
+    """The settings every session of the app runs with."""
+    # Timestamps come back in UTC whatever the server's default time zone. No JIT: compiling
+    # an analytics query took longer than running it (0.5 s of 2 s on a year of data).
+    settings = {"timezone": "UTC", "jit": "off"}
+    if statement_timeout_ms is not None:  # else the server's (or the role's) setting
+        settings["statement_timeout"] = str(statement_timeout_ms)
+    return settings
+
+
+def database_defaults_sql(database: str, statement_timeout_ms: int | None) -> list[str]:
+    """ALTER DATABASE statements that make `session_settings` the database's defaults, for
+    connections that cannot carry them (behind RDS Proxy)."""
+    quoted = '"' + database.replace('"', '""') + '"'
+    return [
+        f"ALTER DATABASE {quoted} SET {name} = '{value}'"
+        for name, value in session_settings(statement_timeout_ms).items()
+    ]
+
+
 class Database:
     """An engine and its `SessionLocal` factory for one database URL."""
 
@@ -21,16 +41,19 @@ class Database:
         max_overflow: int = 10,
         statement_timeout_ms: int | None = None,
         connect_timeout_s: int | None = None,
+        connection_options: bool = True,
     ) -> None:
+        """`connection_options=False` sends none of the session settings with the connection
+        (RDS Proxy refuses connections that carry any): the database's defaults apply, which
+        `database_defaults_sql` sets."""
         connect_args: dict[str, Any] = {"application_name": "tracker"}
         if connect_timeout_s:
             connect_args["connect_timeout"] = connect_timeout_s
-        # Timestamps come back in UTC whatever the server's default time zone. No JIT: compiling
-        # an analytics query took longer than running it (0.5 s of 2 s on a year of data).
-        options = ["-c timezone=UTC", "-c jit=off"]
-        if statement_timeout_ms is not None:  # else the server's (or the role's) setting
-            options.append(f"-c statement_timeout={statement_timeout_ms}")
-        connect_args["options"] = " ".join(options)
+        if connection_options:
+            connect_args["options"] = " ".join(
+                f"-c {name}={value}"
+                for name, value in session_settings(statement_timeout_ms).items()
+            )
 
         pool_args: dict[str, Any]
         if null_pool:

@@ -24,10 +24,32 @@ PLACEHOLDER_SECRET_KEYS = {
 MIN_SECRET_KEY_LENGTH = 32
 
 
-class Settings(BaseSettings):
-    """Settings shared by every environment; each field is read from the env var of its name."""
+class SecretSources(BaseSettings):
+    """Where the secrets are kept on AWS, and the credentials Lambda gives the function to read
+    them. Read before the other settings, so that the secrets are fetched before the settings
+    that need them are validated (`config.secrets`)."""
 
-    model_config = SettingsConfigDict(extra="ignore", env_file_encoding="utf-8")
+    # Built when first used: of the classes below, an environment uses one.
+    model_config = SettingsConfigDict(extra="ignore", env_file_encoding="utf-8", defer_build=True)
+
+    # Secrets Manager secrets (ARN or name): SECRET_KEY as the secret's plain text; the database
+    # user and password from an RDS secret's JSON (host, port and name stay in POSTGRES_*).
+    secret_key_secret_id: str | None = None
+    database_secret_id: str | None = None
+    aws_region: str | None = Field(default=None, validation_alias="AWS_REGION")
+    aws_access_key_id: str | None = Field(default=None, validation_alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias="AWS_SECRET_ACCESS_KEY"
+    )
+    aws_session_token: SecretStr | None = Field(default=None, validation_alias="AWS_SESSION_TOKEN")
+    # The SDKs' own variable for another endpoint (a VPC endpoint's DNS name, or a test server).
+    aws_endpoint_url_secrets_manager: str | None = Field(
+        default=None, validation_alias="AWS_ENDPOINT_URL_SECRETS_MANAGER"
+    )
+
+
+class Settings(SecretSources):
+    """Settings shared by every environment; each field is read from the env var of its name."""
 
     app_env: ClassVar[str]
     app_name: str = "Tracker"
@@ -42,6 +64,10 @@ class Settings(BaseSettings):
     postgres_user: str = "postgres"
     postgres_password: SecretStr | None = None
     postgres_db: str = "tracker"
+    # libpq's sslmode for the POSTGRES_* database (`require` behind RDS Proxy, which needs TLS).
+    postgres_sslmode: (
+        Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None
+    ) = None
     embedded_database: bool = True
     embedded_data_dir: Path = root_path(".data/postgres")
     embedded_database_name: str = "tracker_dev"
@@ -57,11 +83,19 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     db_statement_timeout_ms: int = Field(default=10_000, ge=0)
     db_connect_timeout_s: int = Field(default=5, ge=1)
+    # Send the time zone, JIT and statement timeout settings with each connection. RDS Proxy
+    # refuses connections that carry any: behind it, false, and the deploy's migration function
+    # makes them the database's defaults instead.
+    db_connection_options: bool = True
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
     docs_enabled: bool = True
+    # Behind an API Gateway custom domain whose API mapping has a path (api.example.com/v1),
+    # that path: requests arrive with it and the app is served under it. A named stage of the
+    # execute-api URL needs no setting: it is read from each event.
+    api_base_path: str = ""
     # Bodies above this answer 413 before they are read whole (a full batch of 1,000 plain events
     # is about 150 KB).
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
@@ -80,10 +114,23 @@ class Settings(BaseSettings):
     # last_used_at / last_seen_at are written at most this often per key or session.
     activity_write_interval_seconds: int = Field(default=60, ge=0)
 
+    # Scheduled tasks work in transactions of at most this many rows, and at most this many of
+    # them a run (what is left waits for the next run).
+    task_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    task_max_batches: int = Field(default=100, ge=1)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("api_base_path")
+    @classmethod
+    def _normalise_base_path(cls, value: str) -> str:
+        path = value.strip().strip("/")
+        if any(character in path for character in "?#% ") or "//" in path:
+            raise ValueError("a base path is plain path segments, such as /v1 or /tracker/api")
+        return f"/{path}" if path else ""
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -111,6 +158,7 @@ class Settings(BaseSettings):
                 host=self.postgres_host,
                 port=self.postgres_port,
                 database=self.postgres_db,
+                query={"sslmode": self.postgres_sslmode} if self.postgres_sslmode else {},
             )
         return None
 

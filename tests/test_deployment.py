@@ -5,8 +5,8 @@ import shlex
 from typing import Any
 
 import yaml
-from mangum import Mangum
 
+from app.entrypoint import LambdaHandler
 from config.settings import Settings
 from root import ROOT_DIR, root_path
 
@@ -46,7 +46,7 @@ def test_the_handler_the_image_names_imports() -> None:
     [target] = yaml.safe_load(cmd)
     module_name, _, attribute = target.rpartition(".")
     handler = getattr(importlib.import_module(module_name), attribute)
-    assert isinstance(handler, Mangum)
+    assert isinstance(handler, LambdaHandler)
 
 
 def test_the_copied_code_is_everything_the_app_imports() -> None:

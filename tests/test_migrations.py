@@ -20,7 +20,11 @@ def table_names(url_env: dict[str, str]) -> set[str]:
 
 
 def set_database_statement_timeout(url: URL, value: str) -> None:
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    # Its own connection without the timeout: under the 1 ms set here, even the reset would be
+    # cancelled on a busy machine.
+    engine = create_engine(
+        url, isolation_level="AUTOCOMMIT", connect_args={"options": "-c statement_timeout=0"}
+    )
     try:
         with engine.connect() as connection:
             connection.execute(

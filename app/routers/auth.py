@@ -6,7 +6,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from app.cookies import clear_session_cookies, set_csrf_cookie, set_session_cookie
 from app.dependencies import CurrentUser, SessionDep
 from app.schemas.auth import LoginPublic, LoginRequest, TokenPublic
-from app.schemas.error import ErrorPublic, error_responses
+from app.schemas.error import error_response, error_responses
 from app.schemas.user import UserPublic
 from app.services import sessions
 from config import config
@@ -15,11 +15,10 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 CREDENTIAL_ERRORS: dict[int | str, dict[str, object]] = {
     **error_responses(400),
-    status.HTTP_401_UNAUTHORIZED: {"model": ErrorPublic, "description": "Wrong credentials"},
-    status.HTTP_429_TOO_MANY_REQUESTS: {
-        "model": ErrorPublic,
-        "description": "Too many failed logins for this account; see Retry-After",
-    },
+    status.HTTP_401_UNAUTHORIZED: error_response("Wrong credentials"),
+    status.HTTP_429_TOO_MANY_REQUESTS: error_response(
+        "Too many failed logins for this account; see Retry-After"
+    ),
 }
 
 

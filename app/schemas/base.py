@@ -9,5 +9,9 @@ class Schema(BaseModel):
     """
 
     model_config = ConfigDict(
-        from_attributes=True, extra="forbid", validate_by_name=True, validate_by_alias=True
+        from_attributes=True,
+        extra="forbid",
+        validate_by_name=True,
+        validate_by_alias=True,
+        defer_build=True,
     )

@@ -1,0 +1,111 @@
+"""Scheduled tasks: named periodic work, run by the Lambda worker on an EventBridge schedule,
+or by `python tasks.py tasks:run NAME` on a server without Lambda.
+
+A task is a function that takes a `TaskRun` and returns what it did as named counts. To add one,
+write the work as a service function and add one `ScheduledTask` to `SCHEDULED_TASKS`; the
+schedule in template.yaml names it (a test checks that every schedule names a task here).
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.services import housekeeping
+from config import config
+from config.log import LOGGER_NAME
+
+logger = logging.getLogger(f"{LOGGER_NAME}.scheduled")
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """One run of a task: its clock and its bounds."""
+
+    now: datetime
+    batch_size: int
+    max_batches: int
+    session_factory: sessionmaker[Session]
+
+    def in_batches(self, step: Callable[[Session, int], int]) -> int:
+        """Run `step(session, limit)` in a transaction of its own until it handles less than a
+        full batch or `max_batches` ran; return the total. Each batch commits, so locks are
+        held briefly and an interrupted run keeps what it did."""
+        total = 0
+        for _ in range(self.max_batches):
+            with self.session_factory.begin() as session:
+                done = step(session, self.batch_size)
+            total += done
+            if done < self.batch_size:
+                break
+        return total
+
+
+@dataclass(frozen=True)
+class ScheduledTask:
+    name: str
+    summary: str
+    run: Callable[[TaskRun], dict[str, int]]
+
+
+def clean_up_authentication(run: TaskRun) -> dict[str, int]:
+    window = timedelta(minutes=config.settings.login_failure_window_minutes)
+    return {
+        "sessions_deleted": run.in_batches(
+            lambda session, limit: housekeeping.delete_dead_sessions(
+                session, now=run.now, limit=limit
+            )
+        ),
+        "login_failures_cleared": run.in_batches(
+            lambda session, limit: housekeeping.clear_stale_login_failures(
+                session, now=run.now, window=window, limit=limit
+            )
+        ),
+    }
+
+
+SCHEDULED_TASKS: dict[str, ScheduledTask] = {
+    task.name: task
+    for task in (
+        ScheduledTask(
+            "auth-cleanup",
+            "delete expired and revoked sessions, forget login failures past their window",
+            clean_up_authentication,
+        ),
+    )
+}
+
+
+class UnknownTask(LookupError):
+    """No scheduled task has that name; the message lists those that exist."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"unknown scheduled task {name!r}: expected one of {', '.join(SCHEDULED_TASKS)}"
+        )
+
+
+def run_task(name: str, *, now: datetime | None = None) -> dict[str, int]:
+    """Run the task named `name` against the configured database; return its counts."""
+    task = SCHEDULED_TASKS.get(name)
+    if task is None:
+        raise UnknownTask(name)
+    settings = config.settings
+    run = TaskRun(
+        now=now or datetime.now(UTC),
+        batch_size=settings.task_batch_size,
+        max_batches=settings.task_max_batches,
+        session_factory=config.database.SessionLocal,
+    )
+    started = time.perf_counter()
+    counts = task.run(run)
+    logger.info(
+        "Scheduled task %s done in %.0f ms",
+        name,
+        (time.perf_counter() - started) * 1000,
+        extra={"task": name, "counts": counts},
+    )
+    return counts

@@ -1,0 +1,246 @@
+"""template.yaml (AWS SAM) is valid by cfn-lint and agrees with the code, without AWS or Docker:
+the handler it names imports, every variable it sets is a setting, the image it builds exists,
+every schedule names a registered task, and no secret is a plain value."""
+
+import importlib
+import json
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.entrypoint import LambdaHandler, event_kind, scheduled_task_name
+from app.scheduled import SCHEDULED_TASKS
+from config.settings import Settings
+from root import ROOT_DIR, root_path
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """Reads the short forms (!Ref, !GetAtt, !Sub, ...) as their long forms."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+
+
+CloudFormationLoader.add_multi_constructor("!", _intrinsic)
+
+
+@cache
+def template() -> dict[str, Any]:
+    document = yaml.load(root_path("template.yaml").read_text(), CloudFormationLoader)  # noqa: S506
+    assert isinstance(document, dict)
+    return document
+
+
+def resources(kind: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: resource
+        for name, resource in template()["Resources"].items()
+        if resource["Type"] == kind
+    }
+
+
+def functions() -> dict[str, dict[str, Any]]:
+    return resources("AWS::Serverless::Function")
+
+
+def test_cfn_lint_finds_no_error_and_no_warning() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), "--", "template.yaml"],
+        cwd=ROOT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_there_are_the_api_the_migration_and_the_worker_functions() -> None:
+    assert set(functions()) == {"ApiFunction", "MigrationFunction", "WorkerFunction"}
+
+
+@pytest.mark.parametrize("name", ["ApiFunction", "MigrationFunction", "WorkerFunction"])
+def test_each_function_is_the_image_the_dockerfile_builds_with_a_handler_that_imports(
+    name: str,
+) -> None:
+    function = functions()[name]
+    assert function["Properties"]["PackageType"] == "Image"
+    metadata = function["Metadata"]
+    assert (ROOT_DIR / metadata["DockerContext"] / metadata["Dockerfile"]).is_file()
+    [target] = function["Properties"]["ImageConfig"]["Command"]
+    module_name, _, attribute = target.rpartition(".")
+    handler = getattr(importlib.import_module(module_name), attribute)
+    assert isinstance(handler, LambdaHandler)
+
+
+def setting_names() -> set[str]:
+    names = {"APP_ENV"}  # picks the settings class itself (config.setup)
+    for field_name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        names.add(alias if isinstance(alias, str) else field_name.upper())
+    return names
+
+
+@pytest.mark.parametrize("name", ["ApiFunction", "MigrationFunction", "WorkerFunction"])
+def test_every_environment_variable_is_a_setting_and_none_is_a_secret(name: str) -> None:
+    variables = functions()[name]["Properties"]["Environment"]["Variables"]
+    assert set(variables) <= setting_names(), set(variables) - setting_names()
+    # Secrets are named by their ARN, read at start-up; never a value here.
+    assert not {"SECRET_KEY", "DATABASE_URL", "POSTGRES_PASSWORD"} & set(variables)
+    assert set(variables) >= {"SECRET_KEY_SECRET_ID", "DATABASE_SECRET_ID", "POSTGRES_HOST"}
+    assert variables["POSTGRES_SSLMODE"] == "require"
+
+
+def test_no_parameter_carries_a_secret() -> None:
+    for name, parameter in template()["Parameters"].items():
+        # A parameter that would hold one: a password, a key, a token.
+        assert not name.lower().endswith(("password", "secret", "key", "token")), name
+        assert parameter.get("NoEcho") is not True, name
+
+
+@pytest.mark.parametrize("name", ["ApiFunction", "WorkerFunction"])
+def test_request_functions_go_through_the_proxy_without_connection_options(name: str) -> None:
+    variables = functions()[name]["Properties"]["Environment"]["Variables"]
+    assert variables["POSTGRES_HOST"] == {"Fn::GetAtt": ["DatabaseProxy", "Endpoint"]}
+    assert variables["DB_NULL_POOL"] == "true"
+    assert variables["DB_CONNECTION_OPTIONS"] == "false"
+    proxy = template()["Resources"]["DatabaseProxy"]["Properties"]
+    assert proxy["RequireTLS"] is True
+    assert [auth["AuthScheme"] for auth in proxy["Auth"]] == ["SECRETS"]
+
+
+def test_the_api_takes_every_method_on_every_path() -> None:
+    events = functions()["ApiFunction"]["Properties"]["Events"].values()
+    routes = {(event["Properties"]["Method"], event["Properties"]["Path"]) for event in events}
+    assert routes == {("ANY", "/"), ("ANY", "/{proxy+}")}
+    assert all(event["Type"] == "HttpApi" for event in events)
+
+
+def schedules() -> list[dict[str, Any]]:
+    return [
+        event["Properties"]
+        for function in functions().values()
+        for event in function["Properties"].get("Events", {}).values()
+        if event["Type"] in {"ScheduleV2", "Schedule"}
+    ]
+
+
+def test_every_schedule_names_a_registered_task_the_handler_dispatches() -> None:
+    assert schedules()
+    for schedule in schedules():
+        event = json.loads(schedule["Input"])
+        assert event_kind(event) == "schedule"
+        assert scheduled_task_name(event, list(SCHEDULED_TASKS)) in SCHEDULED_TASKS
+
+
+def test_the_migrations_run_on_every_new_image() -> None:
+    migrations = template()["Resources"]["Migrations"]
+    assert migrations["Type"] == "Custom::Migrations"
+    properties = migrations["Properties"]
+    assert properties["ServiceToken"] == {"Fn::GetAtt": ["MigrationFunction", "Arn"]}
+    # A new version per new image: each deploy of one is an Update that migrates.
+    assert properties["FunctionVersion"] == {"Ref": "MigrationFunction.Version"}
+    assert "AutoPublishAlias" in functions()["MigrationFunction"]["Properties"]
+    # The new API code takes over only once its migrations succeeded.
+    assert "Migrations" in functions()["ApiFunction"]["DependsOn"]
+    assert "Migrations" in functions()["WorkerFunction"]["DependsOn"]
+
+
+def test_every_log_group_has_a_retention_and_every_function_writes_its_own() -> None:
+    groups = resources("AWS::Logs::LogGroup")
+    assert all("RetentionInDays" in group["Properties"] for group in groups.values())
+    used = [
+        function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        for function in functions().values()
+    ]
+    assert len(set(used)) == len(used)
+    assert set(used) <= set(groups)
+
+
+def statements() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for name, role in resources("AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            found += [(name, statement) for statement in policy["PolicyDocument"]["Statement"]]
+    for name, policy in resources("AWS::IAM::ManagedPolicy").items():
+        found += [
+            (name, statement) for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        ]
+    return found
+
+
+def test_iam_grants_named_actions_on_named_resources() -> None:
+    assert statements()
+    for name, statement in statements():
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        assert all("*" not in action for action in actions), (name, actions)
+        if statement["Resource"] == "*":
+            # Lambda manages the network interfaces of functions in a VPC on any resource.
+            assert all(action.startswith("ec2:") for action in actions), (name, actions)
+
+
+def test_each_function_role_reads_only_its_secrets_and_its_log_group() -> None:
+    for function in functions().values():
+        role_name = function["Properties"]["Role"]["Fn::GetAtt"][0]
+        role = template()["Resources"][role_name]
+        [policy] = role["Properties"]["Policies"]
+        granted = {
+            action: statement["Resource"]
+            for statement in policy["PolicyDocument"]["Statement"]
+            for action in (
+                statement["Action"]
+                if isinstance(statement["Action"], list)
+                else [statement["Action"]]
+            )
+        }
+        assert set(granted) == {
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+            "secretsmanager:GetSecretValue",
+        }
+        log_group = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        assert granted["logs:PutLogEvents"] == {"Fn::GetAtt": [log_group, "Arn"]}
+
+
+def test_the_database_is_aurora_serverless_v2_postgresql_16_with_a_managed_secret() -> None:
+    cluster = template()["Resources"]["DatabaseCluster"]
+    properties = cluster["Properties"]
+    assert properties["Engine"] == "aurora-postgresql"
+    assert template()["Parameters"]["DatabaseEngineVersion"]["Default"].startswith("16.")
+    assert properties["ManageMasterUserPassword"] is True
+    assert "MasterUserPassword" not in properties
+    assert "ServerlessV2ScalingConfiguration" in properties
+    assert properties["StorageEncrypted"] is True
+    assert cluster["DeletionPolicy"] == "Snapshot"
+    instance = template()["Resources"]["DatabaseInstance"]["Properties"]
+    assert instance["DBInstanceClass"] == "db.serverless"
+
+
+def test_the_api_url_is_an_output() -> None:
+    assert "execute-api" in template()["Outputs"]["ApiUrl"]["Value"]["Fn::Sub"]
+
+
+def test_the_image_compiles_the_code_it_copies() -> None:
+    # Lambda's file system is read-only: bytecode not built into the image is compiled again
+    # at every cold start.
+    dockerfile = root_path("Dockerfile").read_text().replace("\\\n", " ")
+    [compile_line] = [line for line in dockerfile.splitlines() if "compileall" in line]
+    for copied in ("app", "config", "alembic", "root.py"):
+        assert f"${{LAMBDA_TASK_ROOT}}/{copied}" in compile_line
