@@ -1,8 +1,11 @@
-"""Demo data for development, organised as entity caches, `<MODEL>_DATA` and `seed_<model>`.
+"""Demo data for development, organised as `<MODEL>_DATA` and `seed_<model>`, and bulk data for
+benchmarks.
 
 Seeding is idempotent: rows are found by their candidate key (a customer's name, a user's
 email, an API key's owner and name) and only missing ones are added, so seeding twice adds
-nothing the second time.
+nothing the second time. Each seeder answers the rows it found or made, by candidate key, for the
+next one to refer to. Events, demo or bulk, go through the job contract (`job_contract`), as the
+API's do.
 """
 
 import csv
@@ -13,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Generic, TypeVar
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
@@ -32,12 +36,14 @@ from app.models import (
 )
 from app.schemas.api_key import ApiKeyCreate
 from app.schemas.customer import CustomerCreate
-from app.schemas.job import EventCreate, JobCreate
+from app.schemas.event import EventCreate
+from app.schemas.job import JobCreate
 from app.schemas.job_configuration import JobConfigurationCreate, JobConfigurationStepCreate
 from app.services import api_keys as api_key_service
 from app.services import customers as customer_service
 from app.services import events as event_service
 from app.services import job_configurations as configuration_service
+from app.services import job_contract
 from app.services import jobs as job_service
 from app.services import users as user_service
 from app.services.access import Caller
@@ -47,10 +53,7 @@ from config import config
 SEED_PASSWORD = "tracker-demo-password"  # noqa: S105
 SEED_KEY_NAME = "Seed key"
 
-# Entity caches: what is in the database, by candidate key, for later seeders to refer to.
-customers: dict[str, Customer] = {}
-users: dict[str, User] = {}
-configurations: dict[str, JobConfiguration] = {}
+RowT = TypeVar("RowT")
 
 CUSTOMER_DATA: list[dict[str, str]] = [
     {"name": "St. Mary's Hospital"},
@@ -110,19 +113,27 @@ CONFIGURATION_DATA: list[dict[str, object]] = [
 ]
 
 
-def seed_customers(session: Session) -> int:
-    added = 0
+@dataclass
+class Seeded(Generic[RowT]):
+    """The rows a seeder found or made, by candidate key, and how many of them it made."""
+
+    rows: dict[str, RowT] = field(default_factory=dict)
+    added: int = 0
+
+
+def seed_customers(session: Session) -> Seeded[Customer]:
+    seeded = Seeded[Customer]()
     for data in CUSTOMER_DATA:
         customer = session.scalar(select(Customer).where(Customer.name == data["name"]))
         if customer is None:
             customer = customer_service.create_customer(session, customer_in=CustomerCreate(**data))
-            added += 1
-        customers[customer.name] = customer
-    return added
+            seeded.added += 1
+        seeded.rows[customer.name] = customer
+    return seeded
 
 
-def seed_users(session: Session) -> int:
-    added = 0
+def seed_users(session: Session, customers: dict[str, Customer]) -> Seeded[User]:
+    seeded = Seeded[User]()
     for data in USER_DATA:
         email = str(data["email"])
         user = user_service.get_user_by_email(session, email)
@@ -137,13 +148,13 @@ def seed_users(session: Session) -> int:
                 role=Role(str(data["role"])),
                 customer_id=customer.id if customer else None,
             )
-            added += 1
-        users[email] = user
-    return added
+            seeded.added += 1
+        seeded.rows[email] = user
+    return seeded
 
 
-def seed_configurations(session: Session) -> int:
-    added = 0
+def seed_configurations(session: Session) -> Seeded[JobConfiguration]:
+    seeded = Seeded[JobConfiguration]()
     for data in CONFIGURATION_DATA:
         steps = data["steps"]
         assert isinstance(steps, list)
@@ -158,9 +169,9 @@ def seed_configurations(session: Session) -> int:
         configuration, created = configuration_service.create_configuration(
             session, config_in=config_in
         )
-        added += created
-        configurations[configuration.tag] = configuration
-    return added
+        seeded.added += created
+        seeded.rows[configuration.tag] = configuration
+    return seeded
 
 
 # A few months of jobs for the demo customers, so billing and analytics have content.
@@ -178,19 +189,20 @@ DEMO_JOB_PLAN: list[tuple[JobStatus, int]] = [
 ]
 
 
-def seed_jobs(session: Session) -> int:
+def seed_jobs(
+    session: Session, *, admin: User, customers: Iterable[Customer], pipeline: JobConfiguration
+) -> int:
     """For every seeded customer, a job in every status, with its events, through the services
     the API uses (so the demo data obeys the same rules as real data)."""
-    admin = Caller(user=users["admin@tracker.example"])
-    pipeline = configurations["image-analysis"]
+    caller = Caller(user=admin)
     step_tags = [tag for tag, _, _, _ in IMAGE_PIPELINE_STEPS]
     added = 0
-    for customer in customers.values():
+    for customer in customers:
         for wanted, completed_steps in DEMO_JOB_PLAN:
             provider_job_id = f"demo-{customer.id}-{wanted.value}"
             job, created = job_service.create_job(
                 session,
-                caller=admin,
+                caller=caller,
                 job_in=JobCreate(
                     provider_job_id=provider_job_id,
                     tag=pipeline.tag,
@@ -201,7 +213,7 @@ def seed_jobs(session: Session) -> int:
             if not created:
                 continue
             added += 1
-            job = job_service.lock_job(session, caller=admin, job_id=job.id)
+            job = job_service.lock_job(session, caller=caller, job_id=job.id)
             events = [
                 EventCreate(kind=EventKind.STEP, name=tag, event_id=f"{tag}-1")
                 for tag in step_tags[:completed_steps]
@@ -217,11 +229,11 @@ def seed_jobs(session: Session) -> int:
                 )
             event_service.apply_events(session, [(job, event_in) for event_in in events])
             if wanted == JobStatus.CANCELLED:
-                job_service.cancel_job(session, caller=admin, job_id=job.id)
+                job_service.cancel_job(session, caller=caller, job_id=job.id)
     return added
 
 
-def seed_api_keys(session: Session) -> dict[str, str]:
+def seed_api_keys(session: Session, users: dict[str, User]) -> dict[str, str]:
     """One key per seeded user; answers the plaintext of the keys made now (shown only once)."""
     created = {}
     for email, user in users.items():
@@ -247,13 +259,21 @@ def seed_db(*, if_empty: bool = False) -> dict[str, int]:
         if if_empty and session.scalar(select(Customer.id).limit(1)) is not None:
             print("Seed skipped: the database already has data")
             return {}
+        customers = seed_customers(session)
+        users = seed_users(session, customers.rows)
+        configurations = seed_configurations(session)
         added = {
-            "customers": seed_customers(session),
-            "users": seed_users(session),
-            "configurations": seed_configurations(session),
+            "customers": customers.added,
+            "users": users.added,
+            "configurations": configurations.added,
         }
-        added["jobs"] = seed_jobs(session)
-        new_keys = seed_api_keys(session)
+        added["jobs"] = seed_jobs(
+            session,
+            admin=users.rows["admin@tracker.example"],
+            customers=customers.rows.values(),
+            pipeline=configurations.rows["image-analysis"],
+        )
+        new_keys = seed_api_keys(session, users.rows)
         added["api keys"] = len(new_keys)
         session.commit()
         has_history = session.scalar(
@@ -265,7 +285,7 @@ def seed_db(*, if_empty: bool = False) -> dict[str, int]:
             jobs=HISTORY_JOBS,
             events_per_job=20,
             months=HISTORY_MONTHS,
-            customer_ids=[customer.id for customer in customers.values()],
+            customer_ids=[customer.id for customer in customers.rows.values()],
             prefix=HISTORY_PREFIX,
             progress_bar=False,
         )["jobs"]
@@ -289,153 +309,85 @@ BULK_OUTCOMES = [
     (JobStatus.PENDING, 5),
 ]
 
+Report = tuple[EventKind, JobConfigurationStep | None]
 
-@dataclass
+
+@dataclass(frozen=True)
 class BulkJob:
-    """One generated job: its row, its events, its step completions and its errors per step,
-    consistent by construction with the rules the services apply one event at a time."""
+    """One generated job: its creation, what its script reports and when, and whether it is
+    cancelled at the end. What the reports make of the job is the job contract's business."""
 
-    row: dict[str, object]
-    events: list[tuple[object, ...]] = field(default_factory=list)
-    completions: list[tuple[object, ...]] = field(default_factory=list)
-    errors: list[tuple[object, ...]] = field(default_factory=list)
+    id: int
+    customer_id: int
+    configuration: JobConfiguration
+    created_at: datetime
+    reports: list[tuple[EventKind, JobConfigurationStep | None, datetime]]
+    cancelled: bool
+
+    @property
+    def last_report_at(self) -> datetime:
+        return self.reports[-1][2] if self.reports else self.created_at
+
+
+def _script(
+    rng: random.Random, steps: Sequence[JobConfigurationStep], outcome: JobStatus, budget: int
+) -> list[Report]:
+    """What a script reports on its way to `outcome`, in about `budget` events: each step it
+    completes once, in a random order, with extras (an error then its successful retry, a step
+    repeated, a note) until the budget is spent; a job bound to fail ends with an error at the
+    first step it did not complete."""
+    order = list(steps)
+    rng.shuffle(order)
+    if outcome == JobStatus.COMPLETED:
+        done = order
+    else:
+        done = order[: rng.randint(0, min(budget, len(order)) - 1)] if budget else []
+    failing = order[len(done)] if outcome == JobStatus.FAILED and len(done) < len(order) else None
+    reports: list[Report] = [(EventKind.STEP, step) for step in done]
+    for _ in range(max(budget - len(reports) - (1 if failing else 0), 0)):
+        if done and rng.random() < 0.2:
+            index = rng.randrange(len(reports) + 1)
+            retried = rng.choice(done)
+            reports[index:index] = [(EventKind.ERROR, retried), (EventKind.STEP, retried)]
+        elif done and rng.random() < 0.5:
+            reports.append((EventKind.STEP, rng.choice(done)))
+        else:
+            reports.append((EventKind.INFO, None))
+    reports = reports[: max(budget - (1 if failing else 0), 0)]
+    if failing:
+        reports.append((EventKind.ERROR, failing))
+    return reports
 
 
 def _bulk_job(
     rng: random.Random,
     *,
     job_id: int,
-    first_event_id: int,
     customer_id: int,
     configuration: JobConfiguration,
     created_at: datetime,
     events_per_job: int,
-    prefix: str,
 ) -> BulkJob:
-    steps = list(configuration.steps)
     outcome = rng.choices(
         [status for status, _ in BULK_OUTCOMES], [weight for _, weight in BULK_OUTCOMES]
     )[0]
     budget = 0 if outcome == JobStatus.PENDING else max(events_per_job, 1)
-    if outcome == JobStatus.COMPLETED and budget < len(steps):
+    if outcome == JobStatus.COMPLETED and budget < configuration.step_count:
         outcome = JobStatus.RUNNING
-    rng.shuffle(steps)
-    if outcome == JobStatus.COMPLETED:
-        done = steps
-    else:
-        done = steps[: rng.randint(0, min(budget, len(steps)) - 1)] if budget else []
-    failing = steps[len(done)] if outcome == JobStatus.FAILED and len(done) < len(steps) else None
-
-    # The events: each completed step once, then extras (retried errors, info, repeats)
-    # until the budget is spent; a failed job ends with its unresolved error.
-    plan: list[tuple[EventKind, JobConfigurationStep | None]] = [
-        (EventKind.STEP, step) for step in done
-    ]
-    extras = budget - len(plan) - (1 if failing else 0)
-    for _ in range(max(extras, 0)):
-        if done and rng.random() < 0.2:
-            # An error on a completed step, resolved by a retry that follows it.
-            index = rng.randrange(len(plan) + 1)
-            retried = rng.choice(done)
-            plan.insert(index, (EventKind.ERROR, retried))
-            plan.insert(index + 1, (EventKind.STEP, retried))
-        elif done and rng.random() < 0.5:
-            plan.append((EventKind.STEP, rng.choice(done)))
-        else:
-            plan.append((EventKind.INFO, None))
-    plan = plan[: max(budget - (1 if failing else 0), 0)]
-    if failing:
-        plan.append((EventKind.ERROR, failing))
-
-    bulk = BulkJob(row={})
     at = created_at
-    completed: dict[int, tuple[datetime, int]] = {}
-    error_count = 0
-    open_errors: dict[int, list[list[object]]] = {}
-    step_errors: dict[int, tuple[int, datetime, datetime]] = {}  # count, first, last
-    events: list[list[object]] = []
-    for offset, (kind, step) in enumerate(plan):
+    reports = []
+    for kind, step in _script(rng, configuration.steps, outcome, budget):
         at += timedelta(seconds=rng.randint(5, 600))
-        event_id = first_event_id + offset
-        event: list[object] = [
-            event_id,
-            job_id,
-            kind.value,
-            step.id if step else None,
-            step.tag if step else None,
-            f"bulk-{event_id}",
-            at,
-            at,
-            None,
-        ]
-        if kind == EventKind.STEP and step is not None:
-            completed.setdefault(step.id, (at, event_id))
-            for error in open_errors.pop(step.id, []):
-                error[8] = at  # resolved by this retry
-        elif kind == EventKind.ERROR and step is not None:
-            error_count += 1
-            open_errors.setdefault(step.id, []).append(event)
-            count, first, _ = step_errors.get(step.id, (0, at, at))
-            step_errors[step.id] = (count + 1, first, at)
-        events.append(event)
-    bulk.events = [tuple(event) for event in events]
-    unresolved = sum(len(errors) for errors in open_errors.values())
-    by_id = {step.id: step for step in steps}
-    previous = created_at
-    # Timed as apply_events times them: in completion order, then step order.
-    for completed_at, step_id, event_id in sorted(
-        (completed_at, step_id, event_id) for step_id, (completed_at, event_id) in completed.items()
-    ):
-        step = by_id[step_id]
-        since = (completed_at - previous).total_seconds()
-        bulk.completions.append(
-            (job_id, step_id, customer_id, configuration.id, event_id, completed_at,
-             step.points, step.cost, created_at, since)
-        )  # fmt: skip
-        previous = completed_at
-    bulk.errors = [
-        (job_id, step_id, customer_id, configuration.id, count, first, last, created_at,
-         step_id in completed)
-        for step_id, (count, first, last) in step_errors.items()
-    ]  # fmt: skip
-    steps_completed = len(completed)
-    last_step_completed_at = max((time for time, _ in completed.values()), default=None)
-    status = event_service.job_status(
-        cancelled=outcome == JobStatus.CANCELLED,
-        unresolved_errors=unresolved,
-        steps_completed=steps_completed,
-        step_count=len(steps),
-        event_count=len(plan),
+        reports.append((kind, step, at))
+    return BulkJob(
+        job_id, customer_id, configuration, created_at, reports, outcome == JobStatus.CANCELLED
     )
-    bulk.row = {
-        "id": job_id,
-        "provider_job_id": f"{prefix}-{job_id}",
-        "customer_id": customer_id,
-        "configuration_id": configuration.id,
-        "status": status.value,
-        "step_count": len(steps),
-        "steps_completed": steps_completed,
-        "total_points": configuration.total_points,
-        "completed_points": sum(by_id[step_id].points for step_id in completed),
-        "cost": sum((by_id[step_id].cost for step_id in completed), Decimal(0)),
-        "event_count": len(plan),
-        "error_count": error_count,
-        "unresolved_error_count": unresolved,
-        "started_at": bulk.events[0][6] if bulk.events else None,
-        "last_event_at": at if plan else None,
-        "completed_at": last_step_completed_at if steps_completed == len(steps) else None,
-        "last_step_completed_at": last_step_completed_at,
-        "cancelled_at": at + timedelta(minutes=1) if status == JobStatus.CANCELLED else None,
-        "created_at": created_at,
-        "updated_at": at,
-    }
-    return bulk
 
 
 def _skip_foreign_key_checks(session: Session) -> bool:
-    """Rows made here are consistent by construction; where the role may (a superuser, as on the
-    embedded server), skip the per-row foreign key triggers for this transaction: COPY is then
-    several times faster."""
+    """The rows made here refer to rows that exist; where the role may (a superuser, as on the
+    embedded server), skip the per-row foreign key triggers for this transaction: inserting is
+    then several times faster."""
     try:
         with session.begin_nested():
             session.execute(text("SET LOCAL session_replication_role = replica"))
@@ -469,24 +421,62 @@ def _copy(
     cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
 
 
-JOB_COLUMNS = [
-    "id", "provider_job_id", "customer_id", "configuration_id", "status", "step_count",
-    "steps_completed", "total_points", "completed_points", "cost", "event_count", "error_count",
-    "unresolved_error_count", "started_at", "last_event_at", "completed_at", "cancelled_at",
-    "created_at", "updated_at", "last_step_completed_at",
+NEW_JOB_COLUMNS = [
+    "id", "provider_job_id", "customer_id", "configuration_id", "step_count", "total_points",
+    "created_at", "updated_at",
 ]  # fmt: skip
-EVENT_COLUMNS = [
-    "id", "job_id", "kind", "step_id", "step_tag", "event_id", "occurred_at", "received_at",
-    "resolved_at",
-]  # fmt: skip
-COMPLETION_COLUMNS = [
-    "job_id", "step_id", "customer_id", "configuration_id", "event_id", "completed_at", "points",
-    "cost", "job_created_at", "seconds_since_previous",
-]  # fmt: skip
-STEP_ERROR_COLUMNS = [
-    "job_id", "step_id", "customer_id", "configuration_id", "error_count", "first_error_at",
-    "last_error_at", "job_created_at", "step_completed",
-]  # fmt: skip
+
+
+def _create_jobs(session: Session, jobs: Sequence[BulkJob], prefix: str) -> None:
+    """The jobs as POST /jobs leaves them (no events yet), at their creation times."""
+    rows = (
+        [job.id, f"{prefix}-{job.id}", job.customer_id, job.configuration.id,
+         job.configuration.step_count, job.configuration.total_points, job.created_at,
+         job.created_at]
+        for job in jobs
+    )  # fmt: skip
+    _copy(session, "jobs", NEW_JOB_COLUMNS, rows)
+
+
+def _report(session: Session, jobs: Sequence[BulkJob]) -> int:
+    """Every job's reports, as received at the times they happened, through the job contract
+    in one call; then the cancellations. Answers the number of events stored."""
+    events = [
+        job_contract.EventToApply(
+            EventCreate.model_construct(
+                kind=kind,
+                name=step.tag if step else None,
+                event_id=f"bulk-{job.id}-{number}",
+                occurred_at=at,
+            ),
+            job_id=job.id,
+            received_at=at,
+        )
+        for job in jobs
+        for number, (kind, step, at) in enumerate(job.reports)
+    ]
+    applied = job_contract.apply_events(session, events, visible_customer_id=None)
+    assert all(each.result == "created" for each in applied)
+    for job in jobs:
+        if job.cancelled:
+            job_service.cancel_jobs(
+                session, job_ids=[job.id], at=job.last_report_at + timedelta(minutes=1)
+            )
+    return len(applied)
+
+
+def _bulk_customers(session: Session, customer_count: int) -> list[int]:
+    """The ids of the customers "Bulk customer NN", made if missing."""
+    ids = []
+    for number in range(1, customer_count + 1):
+        name = f"Bulk customer {number:02d}"
+        customer = session.scalar(select(Customer).where(Customer.name == name))
+        if customer is None:
+            customer = customer_service.create_customer(
+                session, customer_in=CustomerCreate(name=name)
+            )
+        ids.append(customer.id)
+    return ids
 
 
 def seed_bulk(
@@ -502,21 +492,13 @@ def seed_bulk(
 ) -> dict[str, int]:
     """Add `jobs` jobs with about `events_per_job` events each, spread over the last `months`
     months and `customer_count` customers named "Bulk customer NN" (or over `customer_ids`),
-    with COPY. Each run adds more (it is not idempotent)."""
+    a chunk of jobs per transaction. Each run adds more (it is not idempotent)."""
     from tqdm import tqdm
 
     rng = random.Random(seed)
     with config.database.SessionLocal() as session:
         seed_configurations(session)
-        bulk_customers = list(customer_ids)
-        for number in range(1, 0 if customer_ids else customer_count + 1):
-            name = f"Bulk customer {number:02d}"
-            customer = session.scalar(select(Customer).where(Customer.name == name))
-            if customer is None:
-                customer = customer_service.create_customer(
-                    session, customer_in=CustomerCreate(name=name)
-                )
-            bulk_customers.append(customer.id)
+        owners = list(customer_ids) or _bulk_customers(session, customer_count)
         pipelines = [
             configuration_service.get_configuration(session, tag=tag)
             for tag in ("image-analysis", "demo")
@@ -529,40 +511,27 @@ def seed_bulk(
         totals = {"jobs": 0, "events": 0}
         checks_skipped = False
         started = time.perf_counter()
-        with tqdm(
-            total=jobs, unit="job", desc=f"{prefix} seed", disable=not progress_bar
-        ) as progress:
+        with tqdm(total=jobs, unit="job", desc=f"{prefix} seed", disable=not progress_bar) as bar:
             for chunk_start in range(0, jobs, BULK_CHUNK_JOBS):
                 count = min(BULK_CHUNK_JOBS, jobs - chunk_start)
                 checks_skipped = _skip_foreign_key_checks(session)
-                first_job = _reserve_ids(session, "jobs", count)
-                first_event = _reserve_ids(session, "events", count * (events_per_job + 2))
-                generated = []
-                for offset in range(count):
-                    generated.append(
-                        _bulk_job(
-                            rng,
-                            job_id=first_job + offset,
-                            first_event_id=first_event + offset * (events_per_job + 2),
-                            customer_id=rng.choice(bulk_customers),
-                            configuration=pipelines[0] if rng.random() < 0.8 else pipelines[1],
-                            created_at=start + timedelta(seconds=rng.random() * span),
-                            events_per_job=events_per_job,
-                            prefix=prefix,
-                        )
+                first_id = _reserve_ids(session, "jobs", count)
+                chunk = [
+                    _bulk_job(
+                        rng,
+                        job_id=first_id + offset,
+                        customer_id=rng.choice(owners),
+                        configuration=pipelines[0] if rng.random() < 0.8 else pipelines[1],
+                        created_at=start + timedelta(seconds=rng.random() * span),
+                        events_per_job=events_per_job,
                     )
-                rows = ([job.row[column] for column in JOB_COLUMNS] for job in generated)
-                _copy(session, "jobs", JOB_COLUMNS, rows)
-                events = (event for job in generated for event in job.events)
-                _copy(session, "events", EVENT_COLUMNS, events)
-                completions = (row for job in generated for row in job.completions)
-                _copy(session, "job_step_completions", COMPLETION_COLUMNS, completions)
-                step_errors = (row for job in generated for row in job.errors)
-                _copy(session, "job_step_errors", STEP_ERROR_COLUMNS, step_errors)
+                    for offset in range(count)
+                ]
+                _create_jobs(session, chunk, prefix)
+                totals["events"] += _report(session, chunk)
                 session.commit()
                 totals["jobs"] += count
-                totals["events"] += sum(len(job.events) for job in generated)
-                progress.update(count)
+                bar.update(count)
         elapsed = time.perf_counter() - started
         session.execute(text("ANALYZE jobs, events, job_step_completions, job_step_errors"))
         session.commit()

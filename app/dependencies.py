@@ -5,10 +5,12 @@ token), `Authorization: Bearer` (the same access token, for other clients), and 
 (scripts; narrowed by the key's scopes).
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
@@ -25,27 +27,49 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CSRF_HEADER = "X-CSRF-Token"
 
 
+def end_transaction(session: Session, error: BaseException | None) -> None:
+    """Commit if the route succeeded; roll back if anything failed, unless a refusal asks to
+    keep its changes (`DomainError.keep_changes`)."""
+    if error is None or (isinstance(error, DomainError) and error.keep_changes):
+        session.commit()
+    else:
+        session.rollback()
+
+
 def unit_of_work(session: Session) -> Iterator[Session]:
     """Yield `session`; commit if the route succeeds, roll back if anything fails."""
     try:
         yield session
-    except DomainError as error:
-        if error.keep_changes:
-            session.commit()
-        else:
-            session.rollback()
+    except BaseException as error:
+        end_transaction(session, error)
         raise
-    except BaseException:
-        session.rollback()
-        raise
-    session.commit()
+    end_transaction(session, None)
 
 
-def get_db() -> Iterator[Session]:
+def _end_and_close(session: Session, error: BaseException | None) -> None:
+    try:
+        end_transaction(session, error)
+    finally:
+        session.close()
+
+
+async def get_db() -> AsyncIterator[Session]:
     """A session for one request. Its scope is the route function, so the commit happens before
-    the response is sent: a client that sees success can count on the data being stored."""
-    with config.database.SessionLocal() as session:
-        yield from unit_of_work(session)
+    the response is sent: a client that sees success can count on the data being stored.
+
+    Opening a session does no I/O (it connects on its first statement, in the route's thread),
+    so only the end of the transaction takes a trip to the thread pool; shielded, so that a
+    client that goes away cannot leave the connection in a transaction.
+    """
+    session = config.database.SessionLocal()
+    try:
+        yield session
+    except BaseException as error:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_end_and_close, session, error)
+        raise
+    with anyio.CancelScope(shield=True):
+        await run_in_threadpool(_end_and_close, session, None)
 
 
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
@@ -127,15 +151,19 @@ def get_optional_user_from_token(
     return _caller_from_token(request, response, session, bearer)
 
 
-def get_user_from_api_key(session: SessionDep, key: ApiKeyHeader) -> Caller:
-    """The owner of the X-API-Key, narrowed by its scopes."""
+async def get_user_from_api_key(session: SessionDep, key: ApiKeyHeader) -> Caller:
+    """The owner of the X-API-Key, narrowed by its scopes: from the database, or from this
+    process's short memory of keys it verified (`api_keys.recently_verified`)."""
     if key is None:
         raise Unauthorized("Missing X-API-Key header")
-    user, api_key = api_keys.authenticate_api_key(session, key=key)
+    verified = api_keys.recently_verified(key)
+    if verified is None:
+        verified = await run_in_threadpool(api_keys.authenticate_api_key, session, key=key)
+    user, api_key = verified
     return Caller(user=user, api_key=api_key)
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     response: Response,
     session: SessionDep,
@@ -144,15 +172,15 @@ def get_caller(
 ) -> Caller:
     """Either way in: an X-API-Key when one is sent, else the session cookie or bearer token."""
     if key is not None:
-        return get_user_from_api_key(session, key)
-    caller = _caller_from_token(request, response, session, bearer)
+        return await get_user_from_api_key(session, key)
+    caller = await run_in_threadpool(_caller_from_token, request, response, session, bearer)
     if caller is None:
         raise Unauthorized("Not authenticated: log in, or send a bearer token or an X-API-Key")
     return caller
 
 
-def require_scope(scope: Scope) -> Callable[[Caller], Caller]:
-    def guard(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+def require_scope(scope: Scope) -> Callable[[Caller], Awaitable[Caller]]:
+    async def guard(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
         if not caller.has_scope(scope):
             raise Forbidden(f"This API key lacks the {scope.value!r} scope")
         return caller

@@ -35,6 +35,7 @@ from benchmarks.support import (
     is_local,
     maintenance_url,
     migrate,
+    percentile,
     scratch_database,
 )
 from root import ROOT_DIR
@@ -176,11 +177,6 @@ def cases(customer_id: int, now: datetime) -> list[Case]:
             {"customer_id": customer_id, "status": "completed", "limit": 50},
         ),
     ]
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[round(fraction * (len(ordered) - 1))]
 
 
 def measure(url: URL, repeat: int) -> None:

@@ -1,13 +1,20 @@
-"""What the benchmarks share: a scratch database on a local PostgreSQL server, migrated."""
+"""What the benchmarks share: a scratch database on a local PostgreSQL server, migrated; the app
+served by uvicorn; a proxy that counts round trips and sessions; percentiles."""
 
 import contextlib
 import os
 import secrets
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from typing import Any
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
 
+import httpx2 as httpx
 import psycopg2
 from sqlalchemy.engine import URL, make_url
 
@@ -98,9 +105,9 @@ def migrate(url: URL) -> None:
 
 
 @contextlib.contextmanager
-def scratch_database(maintenance: URL) -> Iterator[URL]:
+def scratch_database(maintenance: URL, prefix: str = "tracker_bench") -> Iterator[URL]:
     """A new empty database on the maintenance connection's server, dropped afterwards."""
-    name = f"tracker_bench_{secrets.token_hex(4)}"
+    name = f"{prefix}_{secrets.token_hex(4)}"
     with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -109,3 +116,141 @@ def scratch_database(maintenance: URL) -> Iterator[URL]:
         with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         print(f"dropped scratch database {name}")
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The value at `fraction` (0.5: the median) of the sorted values, by nearest rank."""
+    ordered = sorted(values)
+    return ordered[round(fraction * (len(ordered) - 1))]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOCALHOST, 0))
+        return int(probe.getsockname()[1])
+
+
+SERVER_START_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Server:
+    base_url: str
+    pid: int
+    log: IO[bytes]
+
+    def cpu_seconds(self) -> float:
+        """The CPU time (user and system) the server process has used so far."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def warnings(self) -> list[str]:
+        self.log.seek(0)
+        lines = self.log.read().decode(errors="replace").splitlines()
+        marks = ("WARNING", "ERROR", "CRITICAL", "Traceback")
+        return [line for line in lines if any(mark in line for mark in marks)]
+
+
+@contextlib.contextmanager
+def serve(url: URL, app: str = "app.main:app", **settings: str) -> Iterator[Server]:
+    """The app under uvicorn (one worker, as in development) on a free local port, on the
+    database `url`, until the block ends; `settings` are more environment variables."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", app, "--host", LOCALHOST]
+    command += ["--port", str(port), "--workers", "1", "--no-access-log"]
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT_DIR,
+            env={**app_env(url), **settings},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        server = Server(f"http://{LOCALHOST}:{port}", process.pid, log)
+        try:
+            _wait_until_ready(server, process)
+            yield server
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_ready(server: Server, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    with httpx.Client(base_url=server.base_url, timeout=2, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                server.log.seek(0)
+                output = server.log.read().decode(errors="replace")
+                raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{output}")
+            with contextlib.suppress(httpx.TransportError):
+                if client.get("/health").status_code == httpx.codes.OK:
+                    return
+            time.sleep(0.1)
+    raise RuntimeError(f"uvicorn did not answer /health within {SERVER_START_TIMEOUT_S:.0f} s")
+
+
+class CountingProxy:
+    """A TCP proxy to a PostgreSQL server that counts what the driver cannot hide: the sessions
+    opened through it, and the round trips (each time the client speaks after the server did,
+    whatever the number of statements or packets)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self._upstream = upstream
+        self._listener = socket.create_server((LOCALHOST, 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._lock = threading.Lock()
+        self.sessions = 0
+        self.round_trips = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.sessions = self.round_trips = 0
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self._upstream)
+            for end in (client, server):
+                end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self.sessions += 1
+            turn = {"client_spoke_last": False}
+            threading.Thread(
+                target=self._pump, args=(client, server, turn, True), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(server, client, turn, False), daemon=True
+            ).start()
+
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, turn: dict[str, bool], from_client: bool
+    ) -> None:
+        try:
+            while data := source.recv(65536):
+                with self._lock:
+                    if from_client and not turn["client_spoke_last"]:
+                        self.round_trips += 1
+                    turn["client_spoke_last"] = from_client
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def url_for(self, url: URL) -> URL:
+        return url.set(host=LOCALHOST, port=self.port)
+
+    def close(self) -> None:
+        self._listener.close()

@@ -70,6 +70,7 @@ class Config:
             null_pool=settings.db_null_pool,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            ping_after_idle_s=settings.db_ping_after_idle_seconds,
             statement_timeout_ms=settings.db_statement_timeout_ms or None,
             connect_timeout_s=settings.db_connect_timeout_s,
             connection_options=settings.db_connection_options,

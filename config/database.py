@@ -1,9 +1,11 @@
 """The database engine and session factory."""
 
+import time
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -42,6 +44,7 @@ class Database:
         statement_timeout_ms: int | None = None,
         connect_timeout_s: int | None = None,
         connection_options: bool = True,
+        ping_after_idle_s: float = 0,
     ) -> None:
         """`connection_options=False` sends none of the session settings with the connection
         (RDS Proxy refuses connections that carry any): the database's defaults apply, which
@@ -56,25 +59,54 @@ class Database:
             )
 
         pool_args: dict[str, Any]
+        # Pooled connections are checked before use, because the server may have dropped them
+        # (a restart, or a frozen Lambda instance waking up): always, or only those idle for
+        # longer than `ping_after_idle_s` (see `_ping_after_idle`).
+        pre_ping = not ping_after_idle_s
         if null_pool:
             pool_args = {"poolclass": NullPool}
         elif lambda_mode:
-            # One request at a time per instance: one connection, checked before use because
-            # a frozen instance may wake up after the server dropped it.
-            pool_args = {"pool_size": 1, "max_overflow": 0, "pool_pre_ping": True}
+            # One request at a time per instance: one connection.
+            pool_args = {"pool_size": 1, "max_overflow": 0, "pool_pre_ping": pre_ping}
         else:
             pool_args = {
                 "pool_size": pool_size,
                 "max_overflow": max_overflow,
-                "pool_pre_ping": True,
+                "pool_pre_ping": pre_ping,
             }
 
         # hide_parameters: errors and logs never carry the values (emails, key digests, ...).
         self.engine: Engine = create_engine(
             database_url, connect_args=connect_args, hide_parameters=True, **pool_args
         )
+        if not null_pool and not pre_ping:
+            _ping_after_idle(self.engine, ping_after_idle_s)
         self.url = self.engine.url
         self.SessionLocal: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _ping_after_idle(engine: Engine, idle_s: float) -> None:
+    """Ping a pooled connection before use only when it has been idle for more than `idle_s`.
+
+    A connection the server dropped while it was in use more recently fails the request that
+    finds it (503, to be retried) and the pool replaces it and every connection as old.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def note_idle_since(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.time()  # wall time: it counts a frozen instance's sleep
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.time() - idle_since <= idle_s:
+            return  # new, or in use a moment ago
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except engine.dialect.loaded_dbapi.Error as error:
+            # The pool discards this connection and checks out another (or connects anew).
+            raise DisconnectionError("the pooled connection was dropped") from error

@@ -21,7 +21,8 @@ from sqlalchemy import text
 from app.internal.pagination import encode_cursor
 from app.main import app
 from app.models import Base, EventKind, Role
-from app.schemas.job import EventCreate, JobCreate
+from app.schemas.event import EventCreate
+from app.schemas.job import JobCreate
 from app.services import events, jobs
 from app.services.access import Caller
 from config import config

@@ -16,7 +16,8 @@ from app.models import (
     JobStepCompletion,
     JobStepError,
 )
-from app.schemas.job import EventCreate, JobCreate
+from app.schemas.event import EventCreate
+from app.schemas.job import JobCreate
 from app.services import events as event_service
 from app.services import jobs as job_service
 from app.services.access import Caller

@@ -3,8 +3,14 @@ from fastapi import APIRouter, Response, status
 from app.dependencies import Cursor, Ingester, Limit, Reader, SessionDep
 from app.internal.pagination import DEFAULT_LIMIT
 from app.schemas.error import error_responses
-from app.schemas.event import BatchItemResult, BatchRequest, BatchResult
-from app.schemas.job import EventCreate, EventPublic, EventResult, JobPublic
+from app.schemas.event import (
+    BatchItemResult,
+    BatchRequest,
+    BatchResult,
+    EventCreate,
+    EventPublic,
+)
+from app.schemas.job import EventResult
 from app.schemas.page import Page
 from app.services import events
 
@@ -29,7 +35,7 @@ def create_event(
     )
     if not created:
         response.status_code = status.HTTP_200_OK
-    return EventResult(event=EventPublic.model_validate(event), job=JobPublic.model_validate(job))
+    return EventResult(event=event, job=job)
 
 
 @router.get(
@@ -58,7 +64,7 @@ def create_events_batch(session: SessionDep, caller: Ingester, batch: BatchReque
             index=outcome.index,
             result=outcome.result,
             job_id=outcome.job_id,
-            event_id=outcome.event.id if outcome.event else None,
+            event_id=outcome.event_id,
             reason=outcome.reason,
         )
         for outcome in outcomes

@@ -6,8 +6,9 @@ from app.dependencies import Cursor, Ingester, Limit, Reader, SessionDep
 from app.internal.pagination import DEFAULT_LIMIT
 from app.models import JobStatus
 from app.schemas.error import error_responses
+from app.schemas.event import EventPublic
 from app.schemas.fields import NO_NUL, UtcDatetime
-from app.schemas.job import EventPublic, JobCreate, JobDetail, JobPublic, JobStepState
+from app.schemas.job import JobCreate, JobDetail, JobPublic, JobStepState
 from app.schemas.page import Page
 from app.services import jobs
 from app.services.jobs import JobFilters, JobSort, JobState

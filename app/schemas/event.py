@@ -1,25 +1,91 @@
+"""Events as scripts send them, one at a time or in batches, and as the API answers them."""
+
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictInt, model_validator
 
+from app.models import EventKind
 from app.schemas.base import Schema
+from app.schemas.fields import NO_NUL, AwareUtcDatetime, ProviderJobId
+from app.schemas.metadata import Metadata
+
+# Events per POST /events/batch.
+MAX_BATCH_EVENTS = 1000
+
+
+class EventCreate(Schema):
+    kind: EventKind
+    name: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=NO_NUL,
+        description="A step tag of the job's configuration: required for step events.",
+    )
+    event_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=NO_NUL,
+        description="Your idempotency key: the same event_id for the same job is stored once.",
+    )
+    occurred_at: AwareUtcDatetime | None = Field(
+        default=None, description="When it happened, by your clock (timezone required)."
+    )
+    message: str | None = Field(default=None, max_length=4000, pattern=NO_NUL)
+    metadata: Metadata = None
+
+    @model_validator(mode="after")
+    def _step_names_its_step(self) -> "EventCreate":
+        if self.kind == EventKind.STEP and self.name is None:
+            raise ValueError("name is required for step events: the tag of the step completed")
+        return self
+
+
+class BatchEventIn(EventCreate):
+    """One event of a batch: its job by `job_id` or by `provider_job_id` (exactly one)."""
+
+    job_id: StrictInt | None = None
+    provider_job_id: ProviderJobId | None = None
+
+    @model_validator(mode="after")
+    def _one_job_reference(self) -> "BatchEventIn":
+        if (self.job_id is None) == (self.provider_job_id is None):
+            raise ValueError("give exactly one of job_id and provider_job_id")
+        return self
+
+
+class EventPublic(Schema):
+    id: int
+    job_id: int
+    kind: EventKind
+    name: str | None = Field(validation_alias="step_tag")
+    event_id: str | None
+    message: str | None
+    metadata: dict[str, Any] | None = Field(validation_alias="metadata_")
+    occurred_at: datetime | None
+    received_at: datetime
+    resolved_at: datetime | None
 
 
 class BatchRequest(Schema):
     events: list[dict[str, Any]] = Field(
         min_length=1,
-        max_length=1000,
+        max_length=MAX_BATCH_EVENTS,
         description=(
-            "Up to 1,000 events, each an event (kind, name, event_id, occurred_at, message, "
-            "metadata) plus exactly one of job_id or provider_job_id. Each item is checked on "
-            "its own: an invalid one is rejected without stopping the others."
+            f"Up to {MAX_BATCH_EVENTS:,} events, each an event (kind, name, event_id, "
+            "occurred_at, message, metadata) plus exactly one of job_id or provider_job_id. Each "
+            "item is checked on its own: an invalid one is rejected without stopping the others."
         ),
     )
 
 
+BatchItemOutcome = Literal["created", "duplicate", "rejected"]
+
+
 class BatchItemResult(Schema):
     index: int = Field(description="The item's place in the request, from 0.")
-    result: Literal["created", "duplicate", "rejected"]
+    result: BatchItemOutcome
     job_id: int | None
     event_id: int | None = Field(
         description="The stored event's id (the new one, or the original of a duplicate)."

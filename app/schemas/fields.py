@@ -19,6 +19,8 @@ Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 # Logging in with a password that could never have been set is simply wrong, not invalid.
 LoginPassword = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Email = Annotated[EmailStr, AfterValidator(str.lower)]
+# A script's own id for a job. Printable ASCII without spaces: safe in URLs, logs, spreadsheets.
+ProviderJobId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,200}$")]
 
 
 _STARTS_WITH_A_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

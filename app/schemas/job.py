@@ -1,17 +1,15 @@
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, StrictInt, StringConstraints, model_validator
+from pydantic import Field, StrictInt
 
-from app.models import EventKind, JobStatus
+from app.models import JobStatus
 from app.schemas.base import Schema
-from app.schemas.fields import NO_NUL, AwareUtcDatetime
+from app.schemas.event import EventPublic
+from app.schemas.fields import ProviderJobId
 from app.schemas.job_configuration import Tag
 from app.schemas.metadata import Metadata
-
-# Printable ASCII without spaces: safe in URLs, logs and spreadsheets.
-ProviderJobId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,200}$")]
 
 
 class JobBase(Schema):
@@ -54,19 +52,6 @@ class JobPublic(JobBase):
     metadata: dict[str, Any] | None = Field(default=None, validation_alias="metadata_")
 
 
-class EventPublic(Schema):
-    id: int
-    job_id: int
-    kind: EventKind
-    name: str | None = Field(validation_alias="step_tag")
-    event_id: str | None
-    message: str | None
-    metadata: dict[str, Any] | None = Field(validation_alias="metadata_")
-    occurred_at: datetime | None
-    received_at: datetime
-    resolved_at: datetime | None
-
-
 class JobStepState(Schema):
     position: int
     tag: str
@@ -84,34 +69,8 @@ class JobDetail(JobPublic):
     )
 
 
-class EventCreate(Schema):
-    kind: EventKind
-    name: str | None = Field(
-        default=None,
-        max_length=64,
-        pattern=NO_NUL,
-        description="A step tag of the job's configuration: required for step events.",
-    )
-    event_id: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        pattern=NO_NUL,
-        description="Your idempotency key: the same event_id for the same job is stored once.",
-    )
-    occurred_at: AwareUtcDatetime | None = Field(
-        default=None, description="When it happened, by your clock (timezone required)."
-    )
-    message: str | None = Field(default=None, max_length=4000, pattern=NO_NUL)
-    metadata: Metadata = None
-
-    @model_validator(mode="after")
-    def _step_names_its_step(self) -> "EventCreate":
-        if self.kind == EventKind.STEP and self.name is None:
-            raise ValueError("name is required for step events: the tag of the step completed")
-        return self
-
-
 class EventResult(Schema):
+    """The answer to an event: the event, and the job as the event left it."""
+
     event: EventPublic
     job: JobPublic

@@ -28,6 +28,11 @@ class Caller:
     def can_see_customer(self, customer_id: int | None) -> bool:
         return self.is_admin or (customer_id is not None and customer_id == self.user.customer_id)
 
+    @property
+    def visible_customer_id(self) -> int | None:
+        """The one customer whose rows the caller may see; None for all (an admin)."""
+        return None if self.is_admin else self.user.customer_id
+
     def customer_filter(self, column: InstrumentedAttribute[int]) -> ColumnElement[bool]:
         """A WHERE clause limiting rows to what the caller may see."""
         return true() if self.is_admin else column == self.user.customer_id

@@ -5,6 +5,7 @@ from app.internal.errors import Conflict, NotFound
 from app.internal.pagination import keyset_page
 from app.models import Customer
 from app.schemas.customer import CustomerCreate, CustomerUpdate
+from app.services import api_keys
 from app.services.access import Caller, require_admin
 
 
@@ -50,5 +51,6 @@ def update_customer(
         customer.name = customer_in.name
     if customer_in.is_active is not None:
         customer.is_active = customer_in.is_active
+        api_keys.forget_verified_keys()  # its users' keys
     session.flush()
     return customer

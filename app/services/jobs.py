@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, joinedload
 
@@ -215,10 +215,20 @@ def cancel_job(session: Session, *, caller: Caller, job_id: int) -> Job:
     if job.status == JobStatus.COMPLETED:
         raise Conflict(f"Job {job_id} is completed and cannot be cancelled")
     if job.status != JobStatus.CANCELLED:
-        job.status = JobStatus.CANCELLED
-        job.cancelled_at = datetime.now(UTC)
-        session.flush()
+        cancel_jobs(session, job_ids=[job.id], at=datetime.now(UTC))
+        session.refresh(job)
     return job
+
+
+def cancel_jobs(session: Session, *, job_ids: Sequence[int], at: datetime) -> None:
+    """Cancel these jobs, unless completed or cancelled already: from now on their events are
+    refused (`job_contract`). The seed cancels many at once, at times of the past."""
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.status.not_in([JobStatus.COMPLETED, JobStatus.CANCELLED]))
+        .values(status=JobStatus.CANCELLED, cancelled_at=at, updated_at=at)
+        .execution_options(synchronize_session=False)
+    )
 
 
 @dataclass(frozen=True)

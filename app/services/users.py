@@ -9,7 +9,7 @@ from app.internal.security import hash_password, verify_password
 from app.models import Customer, Role, User, UserSession
 from app.schemas.customer import CustomerCreate
 from app.schemas.user import UserCreate, UserUpdate, UserUpdateMe
-from app.services import sessions
+from app.services import api_keys, sessions
 from app.services.access import Caller, require_admin
 from app.services.customers import create_customer
 from config import config
@@ -184,4 +184,5 @@ def update_user(session: Session, *, caller: Caller, user_id: int, user_in: User
         if not user.is_active:
             sessions.revoke_all(session, user_id=user.id)
     session.flush()
+    api_keys.forget_verified_keys()  # the role, customer or active flag its keys act with
     return user

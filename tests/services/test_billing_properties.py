@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from app.models import EventKind, Job, JobConfiguration, JobStepCompletion
 from app.schemas.billing import Interval
-from app.schemas.job import EventCreate, JobCreate
+from app.schemas.event import EventCreate
+from app.schemas.job import JobCreate
 from app.services import billing, jobs
 from app.services.access import Caller
 from app.services.events import apply_events

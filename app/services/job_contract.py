@@ -1,0 +1,133 @@
+"""The job contract, applied by the database in one call per request.
+
+The rules (progress, cost, status, error resolution, each step's earliest completion time, and the
+per-step completion and error records with their funnel timing) are one PL/pgSQL function,
+`apply_events`, versioned by the migration "apply events in the database" (a change to the rules
+is a new migration that replaces it). This module is how Python calls it; every writer goes
+through here: the API's single events and batches, and the seed.
+
+A call takes the events of any jobs, in order; a single event is a batch of one. It runs in the
+caller's transaction (`get_db` still commits), locks the jobs it names until the transaction ends,
+and answers one outcome per event.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import RowMapping, text
+from sqlalchemy.orm import Session
+
+from app.internal.errors import Conflict, DomainError, InvalidInput, NotFound
+from app.models import Event, Job, JobStepCompletion, JobStepError
+from app.schemas.event import EventCreate
+
+Problem = Literal["not_found", "cancelled", "unknown_step"]
+Result = Literal["created", "duplicate", "rejected"]
+
+_APPLY_EVENTS = text("SELECT * FROM apply_events(CAST(:events AS jsonb), :visible_customer_id)")
+_APPLY_EVENT = text("SELECT * FROM apply_event(CAST(:event AS jsonb), :visible_customer_id)")
+
+
+@dataclass(frozen=True)
+class EventToApply:
+    """An event for a job named by id or by provider_job_id."""
+
+    event: EventCreate
+    job_id: int | None = None
+    provider_job_id: str | None = None
+    # When the server received it: now, unless history is being replayed (the seed).
+    received_at: datetime | None = None
+
+    @property
+    def reference(self) -> int | str | None:
+        return self.job_id if self.job_id is not None else self.provider_job_id
+
+    def as_json_object(self) -> dict[str, Any]:
+        event = self.event
+        fields = {
+            "job_id": self.job_id,
+            "provider_job_id": self.provider_job_id,
+            "kind": event.kind.value,
+            "name": event.name,
+            "event_id": event.event_id,
+            "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
+            "received_at": self.received_at.isoformat() if self.received_at else None,
+            "message": event.message,
+            "metadata": event.metadata,
+        }
+        return {name: value for name, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What became of one event: its stored event's id (new, or the original of a duplicate),
+    or why it was rejected."""
+
+    result: Result
+    event_id: int | None
+    job_id: int | None
+    problem: Problem | None = None
+    detail: str | None = None
+
+
+def apply_events(
+    session: Session, events: Sequence[EventToApply], *, visible_customer_id: int | None
+) -> list[Applied]:
+    """Apply the events in order; jobs not of `visible_customer_id` (when given) are not found."""
+    if not events:
+        return []
+    session.flush()
+    rows = session.connection().execute(
+        _APPLY_EVENTS,
+        {
+            "events": json.dumps([event.as_json_object() for event in events]),
+            "visible_customer_id": visible_customer_id,
+        },
+    )
+    applied = [
+        Applied(row.outcome, row.event_id, row.job_id, row.problem, row.detail) for row in rows
+    ]
+    _expire_written(session)
+    return applied
+
+
+def apply_event(
+    session: Session, event: EventToApply, *, visible_customer_id: int | None
+) -> RowMapping:
+    """Apply one event; answers its outcome with the stored event and its job as they now are,
+    in the columns of the database function `apply_event`."""
+    session.flush()
+    row = session.connection().execute(
+        _APPLY_EVENT,
+        {"event": json.dumps(event.as_json_object()), "visible_customer_id": visible_customer_id},
+    )
+    answer = row.mappings().one()
+    _expire_written(session)
+    return answer
+
+
+_WRITTEN = (Job, Event, JobStepCompletion, JobStepError)
+
+
+def _expire_written(session: Session) -> None:
+    """Objects of the rows the function writes, if the session holds any (seed, tests), are
+    read afresh on their next use. (A request's session holds none.)"""
+    for instance in list(session.identity_map.values()):
+        if isinstance(instance, _WRITTEN):
+            session.expire(instance)
+
+
+def refusal(
+    event: EventToApply, *, job_id: int | None, problem: Problem, detail: str | None
+) -> DomainError:
+    """The domain error that says why an event was rejected."""
+    if problem == "not_found":
+        return NotFound(f"Job {event.reference!r} not found")
+    if problem == "cancelled":
+        return Conflict(f"Job {job_id} is cancelled: it accepts no more events")
+    return InvalidInput(
+        f"Unknown step {event.event.name!r} for this job; valid steps: {detail or ''}"
+    )
