@@ -36,7 +36,8 @@ PREVIOUS = "2026_11_28_c3a9e1f0d7b2_apply_events_in_the_database.py"
 
 def _previous() -> ModuleType:
     spec = importlib.util.spec_from_file_location("previous", Path(__file__).with_name(PREVIOUS))
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -110,7 +111,8 @@ APPLY_EVENTS_CHANGES = (
         "    retime bigint[];\n    completed_jobs bigint[];\n    failed_jobs bigint[];\nBEGIN",
     ),
     (
-        "        -- 7. Each job's row, once: counters, times and status.\n        UPDATE jobs j SET",
+        "        -- 7. Each job's row, once: counters, times and status.\n"
+        "        UPDATE jobs j SET",
         "        -- 7. Each job's row, once: counters, times, status and deadline.\n"
         "        WITH updated AS (\n        UPDATE jobs j SET",
     ),
@@ -124,7 +126,8 @@ APPLY_EVENTS_CHANGES = (
         "                                       t.last_received_at)\n"
         "        FROM (\n"
         "          SELECT counted.*, job_status(false, counted.unresolved_error_count,\n"
-        "              counted.steps_completed, counted.step_count, counted.event_count) AS status\n"
+        "              counted.steps_completed, counted.step_count, counted.event_count)\n"
+        "              AS status\n"
         "          FROM (\n"
         "            SELECT old.id, old.step_count, old.status AS old_status,\n",
     ),
@@ -247,9 +250,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_endpoints")),
     )
-    op.create_index(
-        op.f("ix_webhook_endpoints_customer_id"), "webhook_endpoints", ["customer_id"]
-    )
+    op.create_index(op.f("ix_webhook_endpoints_customer_id"), "webhook_endpoints", ["customer_id"])
 
     delivery_status = postgresql.ENUM(
         "pending", "delivered", "failed", name="webhook_delivery_status"
@@ -272,7 +273,7 @@ def upgrade() -> None:
         sa.Column("last_status_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.String(length=500), nullable=True),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("payload", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("body", sa.Text(), nullable=True),
         sa.Column(
             "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
@@ -317,9 +318,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_attempts")),
     )
-    op.create_index(
-        "ix_webhook_attempts_delivery_id_id", "webhook_attempts", ["delivery_id", "id"]
-    )
+    op.create_index("ix_webhook_attempts_delivery_id_id", "webhook_attempts", ["delivery_id", "id"])
 
     previous = _previous()
     op.execute(JOB_DEADLINE)

@@ -82,9 +82,7 @@ class Job(IdMixin, TimestampMixin, Base):
         Index(
             "ix_jobs_deadline_at_open",
             "deadline_at",
-            postgresql_where=text(
-                "status IN ('pending', 'running') AND deadline_at IS NOT NULL"
-            ),
+            postgresql_where=text("status IN ('pending', 'running') AND deadline_at IS NOT NULL"),
         ),
         # provider_job_id prefix search (q=...) whatever the database's collation.
         Index(

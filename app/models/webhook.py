@@ -2,7 +2,6 @@
 
 import enum
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -13,11 +12,12 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     func,
     text,
     true,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin, TimestampMixin
@@ -88,6 +88,7 @@ class WebhookDelivery(IdMixin, Base):
         ),
         server_default=DeliveryStatus.PENDING.value,
     )
+    # Attempts in the current round of retries (a redelivery starts a new one).
     attempt_count: Mapped[int] = mapped_column(Integer, server_default="0")
     next_attempt_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
@@ -96,8 +97,8 @@ class WebhookDelivery(IdMixin, Base):
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(String(500))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # The body, made at the first attempt and sent unchanged by every later one.
-    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The body, made at the first attempt and sent byte for byte by every later one.
+    body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

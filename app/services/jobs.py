@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, func, literal_column, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, joinedload
 
@@ -20,8 +20,10 @@ from app.models import (
     JobConfigurationStep,
     JobStatus,
     JobStepCompletion,
+    WebhookEventType,
 )
 from app.schemas.job import JobCreate
+from app.services import webhooks
 from app.services.access import Caller
 
 
@@ -61,6 +63,13 @@ def _customer_for_new_job(session: Session, caller: Caller, customer_id: int | N
     return customer_id
 
 
+def _deadline_at_creation(configuration_id: int) -> ColumnElement[datetime]:
+    """A new job's deadline, by the rule events apply too (the database's `job_deadline`)."""
+    return func.job_deadline(
+        null(), configuration_id, literal_column("'pending'"), func.now(), null()
+    )
+
+
 def create_job(session: Session, *, caller: Caller, job_in: JobCreate) -> tuple[Job, bool]:
     """Create the job, or answer the existing one for a repeated request (created=False)."""
     customer_id = _customer_for_new_job(session, caller, job_in.customer_id)
@@ -76,6 +85,7 @@ def create_job(session: Session, *, caller: Caller, job_in: JobCreate) -> tuple[
             metadata_=job_in.metadata,
             step_count=configuration.step_count,
             total_points=configuration.total_points,
+            deadline_at=_deadline_at_creation(configuration.id),
         )
         .on_conflict_do_nothing(index_elements=[Job.provider_job_id])
         .returning(Job.id)
@@ -222,13 +232,16 @@ def cancel_job(session: Session, *, caller: Caller, job_id: int) -> Job:
 
 def cancel_jobs(session: Session, *, job_ids: Sequence[int], at: datetime) -> None:
     """Cancel these jobs, unless completed or cancelled already: from now on their events are
-    refused (`job_contract`). The seed cancels many at once, at times of the past."""
-    session.execute(
+    refused (`job_contract`), and their `job.cancelled` notifications are queued in this
+    transaction. The seed cancels many at once, at times of the past."""
+    cancelled = session.scalars(
         update(Job)
         .where(Job.id.in_(job_ids), Job.status.not_in([JobStatus.COMPLETED, JobStatus.CANCELLED]))
-        .values(status=JobStatus.CANCELLED, cancelled_at=at, updated_at=at)
+        .values(status=JobStatus.CANCELLED, cancelled_at=at, updated_at=at, deadline_at=None)
+        .returning(Job.id)
         .execution_options(synchronize_session=False)
-    )
+    ).all()
+    webhooks.enqueue(session, job_ids=cancelled, event_type=WebhookEventType.JOB_CANCELLED, at=at)
 
 
 @dataclass(frozen=True)
