@@ -132,22 +132,17 @@ UNKNOWN = Estimate(None, None)
 ESTIMATED = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.STALLED)
 
 
-def estimate(session: Session, *, state: JobState, now: datetime, min_samples: int) -> Estimate:
+def estimate(state: JobState, *, now: datetime, min_samples: int) -> Estimate:
     """Now plus the median (and the p90) recorded durations of the job's remaining steps;
     unknown for a finished job, or when a remaining step has fewer than `min_samples`."""
     if state.job.status not in ESTIMATED:
         return UNKNOWN
-    remaining = [item.step.id for item in state.steps if item.completion is None]
-    timings = {
-        timing.step_id: timing
-        for timing in session.scalars(
-            select(JobStepTiming).where(
-                JobStepTiming.step_id.in_(remaining), JobStepTiming.sample_count >= min_samples
-            )
-        )
-    }
-    if len(timings) < len(remaining):
+    timings = [item.timing for item in state.steps if item.completion is None]
+    known = [
+        timing for timing in timings if timing is not None and timing.sample_count >= min_samples
+    ]
+    if len(known) < len(timings):
         return UNKNOWN
-    median = sum(timing.median_seconds for timing in timings.values())
-    p90 = sum(timing.p90_seconds for timing in timings.values())
+    median = sum(timing.median_seconds for timing in known)
+    p90 = sum(timing.p90_seconds for timing in known)
     return Estimate(now + timedelta(seconds=median), now + timedelta(seconds=p90))

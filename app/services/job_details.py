@@ -20,9 +20,7 @@ def _event(event: Event | None) -> EventPublic | None:
 
 def job_detail(session: Session, *, job: Job, now: datetime) -> JobDetail:
     state = get_job_state(session, job=job)
-    estimate = deadlines.estimate(
-        session, state=state, now=now, min_samples=config.settings.deadline_min_samples
-    )
+    estimate = deadlines.estimate(state, now=now, min_samples=config.settings.deadline_min_samples)
     return JobDetail(
         **JobPublic.model_validate(job).model_dump(),
         steps=[

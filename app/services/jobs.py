@@ -20,6 +20,7 @@ from app.models import (
     JobConfigurationStep,
     JobStatus,
     JobStepCompletion,
+    JobStepTiming,
     WebhookEventType,
 )
 from app.schemas.job import JobCreate
@@ -249,6 +250,8 @@ class StepState:
     step: JobConfigurationStep
     completion: JobStepCompletion | None
     latest_unresolved_error: Event | None
+    # The step's recorded durations in this version's history (for the ETA), if any.
+    timing: JobStepTiming | None
 
 
 @dataclass(frozen=True)
@@ -259,9 +262,11 @@ class JobState:
 
 
 def get_job_state(session: Session, *, job: Job) -> JobState:
-    """Every step of the job's pinned version with its completion and latest open error."""
-    steps = session.scalars(
-        select(JobConfigurationStep)
+    """Every step of the job's pinned version with its completion, latest open error and
+    recorded durations."""
+    steps = session.execute(
+        select(JobConfigurationStep, JobStepTiming)
+        .outerjoin(JobStepTiming, JobStepTiming.step_id == JobConfigurationStep.id)
         .where(JobConfigurationStep.configuration_id == job.configuration_id)
         .order_by(JobConfigurationStep.position)
     ).all()
@@ -285,8 +290,9 @@ def get_job_state(session: Session, *, job: Job) -> JobState:
                 step=step,
                 completion=completions.get(step.id),
                 latest_unresolved_error=latest_error.get(step.id),
+                timing=timing,
             )
-            for step in steps
+            for step, timing in steps
         ],
         latest_unresolved_job_error=latest_error.get(None),
     )
