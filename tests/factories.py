@@ -100,7 +100,7 @@ def create_configuration(
     config_in = JobConfigurationCreate(
         tag=tag,
         name=name or f"Configuration {tag}",
-        **timeouts,  # type: ignore[arg-type]
+        **timeouts,
         steps=[
             JobConfigurationStepCreate(tag=step_tag, name=step_tag, points=points, cost=cost)
             for step_tag, points, cost in steps
