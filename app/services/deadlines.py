@@ -1,7 +1,7 @@
 """Deadlines, stalled jobs and ETAs.
 
 The deadline rule itself is the database function `job_deadline`, which `apply_events` applies
-with every event (and job creation at creation): the earliest of the configuration version's
+with every event, and job creation to a new job: the earliest of the configuration version's
 timeouts, or, without a step timeout, the step's wait learnt from the version's history. That
 wait is one row of `job_step_timings` per step, refreshed here by the `sweep_deadlines` task:
 an event reads one row instead of aggregating the history, which grows without bound.

@@ -142,7 +142,9 @@ def send_one(
 ) -> bool:
     """Send one claimed delivery and record what happened; answer whether it was delivered."""
     with session_factory.begin() as session:
-        delivery = session.get_one(WebhookDelivery, delivery_id)
+        delivery = session.get(WebhookDelivery, delivery_id)
+        if delivery is None:
+            return False  # its endpoint was deleted since the claim
         endpoint = session.get_one(WebhookEndpoint, delivery.endpoint_id)
         body = _body(session, delivery, now).encode()
         url, secret, message_id = endpoint.url, endpoint.secret, delivery.message_id
@@ -163,7 +165,9 @@ def send_one(
 def _record(
     session: Session, delivery_id: int, sent: Sent, *, now: datetime, policy: DeliveryPolicy
 ) -> None:
-    delivery = session.get_one(WebhookDelivery, delivery_id)
+    delivery = session.get(WebhookDelivery, delivery_id)
+    if delivery is None:
+        return  # its endpoint was deleted while it was being sent
     endpoint = session.get_one(WebhookEndpoint, delivery.endpoint_id, with_for_update=True)
     session.add(
         WebhookAttempt(
