@@ -1,6 +1,6 @@
-"""The Lambda entry point with real EventBridge Scheduler events runs the deadline sweep and the
-webhook delivery: a job gone quiet past its step timeout is stalled, and its notification
-reaches a real receiver, signed. These tests commit for real."""
+"""The Lambda entry point with real EventBridge Scheduler events, and `python tasks.py tasks:run`,
+run the deadline sweep and the webhook delivery: a job gone quiet past its step timeout is
+stalled, and its notification reaches a real receiver, signed. These tests commit for real."""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +19,7 @@ from app.services.access import Caller
 from app.services.jobs import create_job
 from config import config
 from tests.factories import create_admin, create_configuration, create_customer
-from tests.support import LambdaContext
+from tests.support import LambdaContext, run_python
 from tests.test_lambda_events import scheduler_event
 from tests.webhook_receiver import Receiver
 
@@ -33,7 +33,9 @@ def receiver() -> Iterator[Receiver]:
     receiver.stop()
 
 
-def test_schedules_sweep_a_quiet_job_and_deliver_its_notification(receiver: Receiver) -> None:
+def quiet_job(receiver: Receiver) -> tuple[int, str]:
+    """A committed job whose only event came 5 minutes ago, past its 60 s step timeout, and an
+    endpoint for every customer's stalled jobs at the receiver; answers the job and the secret."""
     with config.database.SessionLocal() as session:
         admin = Caller(user=create_admin(session))
         customer = create_customer(session)
@@ -66,6 +68,11 @@ def test_schedules_sweep_a_quiet_job_and_deliver_its_notification(receiver: Rece
         )
         job_id = job.id
         session.commit()
+    return job_id, secret
+
+
+def test_schedules_sweep_a_quiet_job_and_deliver_its_notification(receiver: Receiver) -> None:
+    job_id, secret = quiet_job(receiver)
 
     swept = handler(scheduler_event("sweep_deadlines"), LambdaContext())
     assert swept["task"] == "sweep_deadlines"
@@ -82,3 +89,19 @@ def test_schedules_sweep_a_quiet_job_and_deliver_its_notification(receiver: Rece
     assert request.signed_by(secret)
     assert request.json["type"] == "job.stalled"
     assert (request.json["data"]["id"], request.json["data"]["status"]) == (job_id, "stalled")
+
+
+def test_the_tasks_run_from_the_command_line_too(receiver: Receiver) -> None:
+    job_id, secret = quiet_job(receiver)
+    listed = run_python("tasks.py", "tasks:run", "--env", "test")
+    assert "sweep_deadlines" in listed.stdout
+    assert "deliver_webhooks" in listed.stdout
+    swept = run_python("tasks.py", "tasks:run", "sweep_deadlines", "--env", "test")
+    assert swept.returncode == 0, swept.stderr
+    assert "jobs_stalled 1" in swept.stdout
+    delivered = run_python("tasks.py", "tasks:run", "deliver_webhooks", "--env", "test")
+    assert delivered.returncode == 0, delivered.stderr
+    assert "delivered 1, failed 0" in delivered.stdout
+    [request] = receiver.requests
+    assert request.signed_by(secret)
+    assert request.json["data"]["id"] == job_id
