@@ -57,15 +57,20 @@ CREATE FUNCTION job_deadline(
     SELECT CASE WHEN new_status IN ('pending', 'running') THEN least(
         created + make_interval(secs => c.job_timeout),
         CASE WHEN last_event IS NULL THEN created + make_interval(secs => c.start_timeout)
-             ELSE last_event + make_interval(secs => coalesce(c.step_timeout, (
-                 SELECT timing.wait_seconds
-                 FROM job_configuration_steps s
-                 LEFT JOIN job_step_timings timing ON timing.step_id = s.id
-                 WHERE s.configuration_id = c.id
-                   AND NOT EXISTS (SELECT 1 FROM job_step_completions done
-                                   WHERE done.job_id = for_job AND done.step_id = s.id)
-                 ORDER BY s.position
-                 LIMIT 1)))
+             ELSE last_event + make_interval(secs => coalesce(c.step_timeout, CASE
+                 -- One probe when the version has learnt nothing yet (no history).
+                 WHEN EXISTS (SELECT 1 FROM job_step_timings learnt
+                              WHERE learnt.configuration_id = c.id
+                                AND learnt.wait_seconds IS NOT NULL)
+                 THEN (SELECT timing.wait_seconds
+                       FROM job_configuration_steps s
+                       LEFT JOIN job_step_timings timing ON timing.step_id = s.id
+                       WHERE s.configuration_id = c.id
+                         AND NOT EXISTS (SELECT 1 FROM job_step_completions done
+                                         WHERE done.job_id = for_job AND done.step_id = s.id)
+                       ORDER BY s.position
+                       LIMIT 1)
+             END))
         END) END
     FROM job_configurations c WHERE c.id = of_configuration
 $$
