@@ -102,6 +102,7 @@ for router in (
     webhooks.router,
 ):
     app.include_router(router)
+app.webhooks.include_router(webhooks.notifications)
 if settings.docs_enabled:
     app.include_router(docs.router)
 

@@ -12,12 +12,22 @@ from app.schemas.webhook import (
     WebhookCreate,
     WebhookCreated,
     WebhookDeliveryPublic,
+    WebhookNotification,
     WebhookPublic,
     WebhookUpdate,
 )
 from app.services import webhooks
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=error_responses(401))
+# What the API sends, for the OpenAPI document's `webhooks` (nothing is served here).
+notifications = APIRouter(tags=["webhooks"])
+
+
+@notifications.post("job-notification", status_code=status.HTTP_204_NO_CONTENT)
+def job_notification(notification: WebhookNotification) -> None:
+    """POSTed to each endpoint for the event types it asked for, signed as Standard Webhooks
+    says (headers `webhook-id`, the same on every attempt: dedupe by it; `webhook-timestamp`;
+    `webhook-signature`). Answer any 2xx within the timeout; anything else is retried."""
 
 
 def _delivery(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> WebhookDeliveryPublic:

@@ -6,6 +6,7 @@ from pydantic import AfterValidator, Field, StrictBool, StrictInt, StringConstra
 from app.models import DeliveryStatus, WebhookEventType
 from app.schemas.base import Schema
 from app.schemas.fields import NO_NUL
+from app.schemas.job import JobDetail
 
 
 def _unique(event_types: list[WebhookEventType]) -> list[WebhookEventType]:
@@ -90,3 +91,11 @@ class WebhookDeliveryPublic(Schema):
     delivered_at: datetime | None
     created_at: datetime
     attempts: list[WebhookAttemptPublic]
+
+
+class WebhookNotification(Schema):
+    """The body of every notification; receivers verify its signature before parsing it."""
+
+    type: WebhookEventType
+    timestamp: datetime = Field(description="When the change happened.")
+    data: JobDetail = Field(description="The job as GET /jobs/{id} showed it when first sent.")

@@ -12,7 +12,6 @@ base * 2^(failures - 1) seconds (at most the maximum delay) until the retries ha
 retry window; an endpoint that has failed continuously for the disable window is disabled.
 """
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,12 +23,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.internal.destinations import refused_address
 from app.internal.webhook_signing import signed_headers
-from app.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.models import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEventType,
+)
+from app.schemas.webhook import WebhookNotification
 from app.services.job_details import job_detail_by_id
 from config import config
 
 # Deliveries claimed at once: a claim's lease covers sending all of them, one after another.
 CLAIM_SIZE = 20
+# No new claim after this long: a run ends well within the worker's 5-minute Lambda timeout
+# (what is left waits for the next run).
+RUN_BUDGET_SECONDS = 180.0
 MAX_ERROR_LENGTH = 500
 
 
@@ -109,12 +118,10 @@ def claim(session: Session, *, now: datetime, policy: DeliveryPolicy) -> list[in
 def _body(session: Session, delivery: WebhookDelivery, now: datetime) -> str:
     if delivery.body is None:
         job = job_detail_by_id(session, job_id=delivery.job_id, now=now)
-        payload = {
-            "type": delivery.event_type,
-            "timestamp": delivery.created_at.isoformat(),
-            "data": job.model_dump(mode="json") if job is not None else {"id": delivery.job_id},
-        }
-        delivery.body = json.dumps(payload, separators=(",", ":"))
+        assert job is not None  # a job's deliveries are deleted with it
+        delivery.body = WebhookNotification(
+            type=WebhookEventType(delivery.event_type), timestamp=delivery.created_at, data=job
+        ).model_dump_json()
     return delivery.body
 
 
@@ -213,13 +220,17 @@ def deliver_due(
     policy: DeliveryPolicy,
     client_factory: Callable[[], httpx.Client] | None = None,
 ) -> dict[str, int]:
-    """Send what is due, CLAIM_SIZE at a time, at most `max_claims` claims; answer counts."""
+    """Send what is due, CLAIM_SIZE at a time, at most `max_claims` claims and none after
+    RUN_BUDGET_SECONDS; answer counts."""
     delivered = failed = 0
     make_client = client_factory or (
         lambda: httpx.Client(timeout=policy.timeout_seconds, follow_redirects=False)
     )
+    started = time.monotonic()
     with make_client() as client:
         for _ in range(max_claims):
+            if time.monotonic() - started > RUN_BUDGET_SECONDS:
+                break
             with session_factory.begin() as session:
                 claimed = claim(session, now=now, policy=policy)
             for delivery_id in claimed:

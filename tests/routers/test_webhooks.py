@@ -326,3 +326,10 @@ def test_stalled_jobs_are_listed_filtered_and_show_their_deadline(
     assert [job["id"] for job in listed] == [stalled["id"]]
     assert db.get(Job, running["id"]) is not None
     assert script.get(f"/jobs/{stalled['id']}").json()["status"] == JobStatus.STALLED.value
+
+
+def test_the_openapi_document_describes_the_notifications(client: TestClient) -> None:
+    webhooks = client.get("/openapi.json").json()["webhooks"]
+    body = webhooks["job-notification"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["$ref"].endswith("/WebhookNotification")
+    assert "webhook-id" in webhooks["job-notification"]["post"]["description"]
