@@ -33,6 +33,9 @@ OPEN = (JobStatus.PENDING, JobStatus.RUNNING)
 # A refresh also looks again at jobs changed this long before the previous one: an event whose
 # transaction was still open then is seen now.
 REFRESH_OVERLAP = timedelta(hours=1)
+# The timings are computed again at most this often (the sweep runs every minute): each refresh
+# sorts the durations of every changed version, and history moves slowly.
+REFRESH_INTERVAL = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,11 @@ class LearntWait:
 
 def refresh_step_timings(session: Session, *, now: datetime, policy: LearntWait) -> int:
     """Compute again the timings of every step of the configuration versions whose jobs changed
-    since the previous refresh (all of them the first time); return how many steps."""
+    since the previous refresh (all of them the first time), unless that was less than
+    REFRESH_INTERVAL ago; return how many steps."""
     previous = session.scalar(select(func.max(JobStepTiming.refreshed_at)))
+    if previous is not None and now - previous < REFRESH_INTERVAL:
+        return 0
     changed = select(Job.configuration_id).distinct()
     if previous is not None:
         changed = changed.where(Job.updated_at >= previous - REFRESH_OVERLAP)

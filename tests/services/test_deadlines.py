@@ -16,6 +16,7 @@ from app.models import (
     Job,
     JobConfiguration,
     JobStatus,
+    JobStepTiming,
     WebhookDelivery,
     WebhookEndpoint,
 )
@@ -298,3 +299,29 @@ def test_two_sweeps_at_once_mark_each_job_once_and_queue_one_notification_each()
         ).all()
     assert len(per_job) == jobs
     assert {count for _, count in per_job} == {1}
+
+
+def test_timings_are_refreshed_at_most_every_interval_for_the_versions_that_changed(
+    db: Session,
+) -> None:
+    changing, quiet = (create_configuration(db, steps=STEPS) for _ in range(2))
+    for configuration in (changing, quiet):
+        seed_history(db, configuration, {"a": [1] * 5, "b": [2] * 5, "c": [3] * 5})
+    first = datetime.now(UTC) + timedelta(hours=3)
+    assert deadlines.refresh_step_timings(db, now=first, policy=POLICY) == 6
+
+    job = new_job(db, changing, create_customer(db))
+    later = first + timedelta(minutes=1)
+    for tag in ("a", "b", "c"):
+        report(db, job, EventKind.STEP, tag, at=later)
+    assert deadlines.refresh_step_timings(db, now=later, policy=POLICY) == 0
+    again = first + deadlines.REFRESH_INTERVAL
+    assert deadlines.refresh_step_timings(db, now=again, policy=POLICY) == 3
+    samples = dict(
+        db.execute(
+            select(JobStepTiming.configuration_id, func.min(JobStepTiming.sample_count)).group_by(
+                JobStepTiming.configuration_id
+            )
+        ).all()
+    )
+    assert samples == {changing.id: 6, quiet.id: 5}
