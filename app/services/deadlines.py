@@ -110,16 +110,20 @@ def refresh_step_timings(session: Session, *, now: datetime, policy: LearntWait)
 def sweep_deadlines(session: Session, *, now: datetime, limit: int) -> int:
     """Mark up to `limit` open jobs past their deadline `stalled`, queueing their `job.stalled`
     notifications in the same transaction; return how many."""
+    # Materialized: as a subquery of the UPDATE, PostgreSQL may run it again for each row it
+    # joins, and each run takes the next `limit` rows.
     overdue = (
         select(Job.id)
         .where(Job.status.in_(OPEN), Job.deadline_at.is_not(None), Job.deadline_at <= now)
         .order_by(Job.deadline_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .cte("overdue")
+        .prefix_with("MATERIALIZED")
     )
     stalled = session.scalars(
         update(Job)
-        .where(Job.id.in_(overdue.scalar_subquery()), Job.status.in_(OPEN))
+        .where(Job.id == overdue.c.id, Job.status.in_(OPEN))
         .values(status=JobStatus.STALLED, updated_at=now)
         .returning(Job.id)
         .execution_options(synchronize_session=False)

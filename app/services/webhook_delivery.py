@@ -103,11 +103,14 @@ def claim(session: Session, *, now: datetime, policy: DeliveryPolicy) -> list[in
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(CLAIM_SIZE)
         .with_for_update(of=WebhookDelivery, skip_locked=True)
+        # Run once: as a plain subquery it may run again per joined row, taking more.
+        .cte("due")
+        .prefix_with("MATERIALIZED")
     )
     return list(
         session.scalars(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id.in_(due.scalar_subquery()))
+            .where(WebhookDelivery.id == due.c.id)
             .values(next_attempt_at=now + policy.lease)
             .returning(WebhookDelivery.id)
             .execution_options(synchronize_session=False)
