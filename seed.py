@@ -33,19 +33,23 @@ from app.models import (
     Role,
     Scope,
     User,
+    WebhookEndpoint,
+    WebhookEventType,
 )
 from app.schemas.api_key import ApiKeyCreate
 from app.schemas.customer import CustomerCreate
 from app.schemas.event import EventCreate
 from app.schemas.job import JobCreate
 from app.schemas.job_configuration import JobConfigurationCreate, JobConfigurationStepCreate
+from app.schemas.webhook import WebhookCreate
 from app.services import api_keys as api_key_service
 from app.services import customers as customer_service
+from app.services import deadlines, job_contract
 from app.services import events as event_service
 from app.services import job_configurations as configuration_service
-from app.services import job_contract
 from app.services import jobs as job_service
 from app.services import users as user_service
+from app.services import webhooks as webhook_service
 from app.services.access import Caller
 from config import config
 
@@ -104,6 +108,9 @@ CONFIGURATION_DATA: list[dict[str, object]] = [
     {
         "tag": "demo",
         "name": "Three-step demo",
+        # Deadlines: the seed's stalled demo jobs are of this configuration.
+        "start_timeout": 3600,
+        "step_timeout": 900,
         "steps": [
             ("fetch", "Fetch input", 1, "0.1000"),
             ("process", "Process", 3, "0.9000"),
@@ -161,6 +168,8 @@ def seed_configurations(session: Session) -> Seeded[JobConfiguration]:
         config_in = JobConfigurationCreate(
             tag=str(data["tag"]),
             name=str(data["name"]),
+            start_timeout=data.get("start_timeout"),  # type: ignore[arg-type]
+            step_timeout=data.get("step_timeout"),  # type: ignore[arg-type]
             steps=[
                 JobConfigurationStepCreate(tag=tag, name=name, points=points, cost=Decimal(cost))
                 for tag, name, points, cost in steps
@@ -233,6 +242,63 @@ def seed_jobs(
     return added
 
 
+def seed_stalled_jobs(
+    session: Session, *, admin: User, customers: Iterable[Customer], demo: JobConfiguration
+) -> int:
+    """For every seeded customer, a job of the demo configuration whose script reported its
+    first step an hour ago and then went quiet: past its step timeout, the sweep stalls it."""
+    caller = Caller(user=admin)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    added = 0
+    for customer in customers:
+        job, created = job_service.create_job(
+            session,
+            caller=caller,
+            job_in=JobCreate(
+                provider_job_id=f"demo-{customer.id}-stalled", tag=demo.tag, customer_id=customer.id
+            ),
+        )
+        if not created:
+            continue
+        added += 1
+        step = EventCreate(kind=EventKind.STEP, name="fetch", event_id="fetch-1")
+        job_contract.apply_events(
+            session,
+            [job_contract.EventToApply(step, job_id=job.id, received_at=an_hour_ago)],
+            visible_customer_id=None,
+        )
+    deadlines.sweep_deadlines(session, now=datetime.now(UTC), limit=len(CUSTOMER_DATA))
+    return added
+
+
+# Nothing listens on this port (discard): in development the delivery log shows the retries.
+SEED_WEBHOOK_URL = "http://127.0.0.1:9/tracker-webhooks"
+
+
+def seed_webhooks(session: Session, *, admin: User) -> int:
+    """The provider's endpoint for every customer's notifications, at a port where nothing
+    listens. Made before the jobs, so that their endings are queued for it. Only where plain
+    http to this machine is allowed (development, test)."""
+    settings = config.settings
+    if not (settings.webhook_allow_http and settings.webhook_allow_private_addresses):
+        return 0
+    exists = session.scalar(
+        select(WebhookEndpoint.id).where(WebhookEndpoint.url == SEED_WEBHOOK_URL).limit(1)
+    )
+    if exists is not None:
+        return 0
+    webhook_service.create_webhook(
+        session,
+        caller=Caller(user=admin),
+        webhook_in=WebhookCreate(
+            url=SEED_WEBHOOK_URL,
+            event_types=list(WebhookEventType),
+            description="Demo receiver that is never up: its deliveries are retried",
+        ),
+    )
+    return 1
+
+
 def seed_api_keys(session: Session, users: dict[str, User]) -> dict[str, str]:
     """One key per seeded user; answers the plaintext of the keys made now (shown only once)."""
     created = {}
@@ -267,11 +333,18 @@ def seed_db(*, if_empty: bool = False) -> dict[str, int]:
             "users": users.added,
             "configurations": configurations.added,
         }
+        admin = users.rows["admin@tracker.example"]
+        seed_webhooks(session, admin=admin)
         added["jobs"] = seed_jobs(
             session,
-            admin=users.rows["admin@tracker.example"],
+            admin=admin,
             customers=customers.rows.values(),
             pipeline=configurations.rows["image-analysis"],
+        ) + seed_stalled_jobs(
+            session,
+            admin=admin,
+            customers=customers.rows.values(),
+            demo=configurations.rows["demo"],
         )
         new_keys = seed_api_keys(session, users.rows)
         added["api keys"] = len(new_keys)

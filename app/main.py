@@ -36,6 +36,7 @@ from app.routers import (
     job_configurations,
     jobs,
     users,
+    webhooks,
 )
 from app.schemas.error import error_response, error_schemas
 from config import config
@@ -99,8 +100,10 @@ for router in (
     events.router,
     billing.router,
     analytics.router,
+    webhooks.router,
 ):
     app.include_router(router)
+app.webhooks.include_router(webhooks.notifications)
 if settings.docs_enabled:
     app.include_router(docs.router)
 

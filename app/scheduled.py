@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.services import housekeeping, login_throttle
+from app.services import deadlines, housekeeping, login_throttle, webhook_delivery
 from config import config
 from config.log import LOGGER_NAME
 
@@ -67,6 +67,29 @@ def clean_up_authentication(run: TaskRun) -> dict[str, int]:
     }
 
 
+def sweep_deadlines(run: TaskRun) -> dict[str, int]:
+    # The learnt waits first, so that the events after this run wait by the latest history.
+    with run.session_factory.begin() as session:
+        refreshed = deadlines.refresh_step_timings(
+            session, now=run.now, policy=deadlines.LearntWait.from_settings()
+        )
+    return {
+        "step_timings_refreshed": refreshed,
+        "jobs_stalled": run.in_batches(
+            lambda session, limit: deadlines.sweep_deadlines(session, now=run.now, limit=limit)
+        ),
+    }
+
+
+def deliver_webhooks(run: TaskRun) -> dict[str, int]:
+    return webhook_delivery.deliver_due(
+        run.session_factory,
+        now=run.now,
+        max_claims=run.max_batches,
+        policy=webhook_delivery.DeliveryPolicy.from_settings(),
+    )
+
+
 SCHEDULED_TASKS: dict[str, ScheduledTask] = {
     task.name: task
     for task in (
@@ -74,6 +97,16 @@ SCHEDULED_TASKS: dict[str, ScheduledTask] = {
             "auth-cleanup",
             "delete expired and revoked sessions, forget login failures past their window",
             clean_up_authentication,
+        ),
+        ScheduledTask(
+            "sweep_deadlines",
+            "learn each step's wait from history, mark open jobs past their deadline stalled",
+            sweep_deadlines,
+        ),
+        ScheduledTask(
+            "deliver_webhooks",
+            "send the webhook notifications that are due, retrying failures with backoff",
+            deliver_webhooks,
         ),
     )
 }

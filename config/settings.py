@@ -134,6 +134,26 @@ class Settings(SecretSources):
     task_batch_size: int = Field(default=1000, ge=1, le=100_000)
     task_max_batches: int = Field(default=100, ge=1)
 
+    # Deadlines learnt from history, where a configuration version sets no step timeout: the
+    # wait for a step is this quantile of its recorded durations times the factor, at least the
+    # floor, once the step has this many samples (the ETA needs as many).
+    deadline_step_quantile: float = Field(default=0.99, gt=0, lt=1)
+    deadline_step_factor: float = Field(default=2.0, ge=1, le=100)
+    deadline_step_floor_seconds: float = Field(default=60, ge=1)
+    deadline_min_samples: int = Field(default=20, ge=2)
+
+    # Webhooks. Plain http URLs, and URLs resolving to private, loopback or link-local
+    # addresses, are refused unless allowed (development and test allow them).
+    webhook_allow_http: bool = False
+    webhook_allow_private_addresses: bool = False
+    webhook_timeout_seconds: float = Field(default=5, gt=0, le=30)
+    # Retries wait base * 2^(failures - 1), at most the maximum, for the retry window; an
+    # endpoint failing continuously for the disable window is disabled.
+    webhook_retry_base_seconds: int = Field(default=30, ge=1)
+    webhook_retry_max_delay_seconds: int = Field(default=6 * 3600, ge=1)
+    webhook_retry_window_hours: int = Field(default=72, ge=24)
+    webhook_disable_after_hours: int = Field(default=120, ge=1)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
@@ -182,6 +202,10 @@ class LocalSettings(Settings):
     app_env: ClassVar[str] = "development"
     model_config = SettingsConfigDict(env_file=root_path(".env.local"))
 
+    # Receivers on this machine, over plain http.
+    webhook_allow_http: bool = True
+    webhook_allow_private_addresses: bool = True
+
 
 class TestSettings(Settings):
     __test__ = False  # not a pytest test class, whatever its name says
@@ -197,6 +221,9 @@ class TestSettings(Settings):
     # Tests change keys, users and customers behind the app's back and expect the next request
     # to see it; the key cache's own tests turn it on.
     api_key_cache_seconds: int = Field(default=0, ge=0, le=30)
+    # The tests' receivers listen on 127.0.0.1, over plain http.
+    webhook_allow_http: bool = True
+    webhook_allow_private_addresses: bool = True
 
 
 class ProdSettings(Settings):

@@ -185,7 +185,7 @@ def test_every_registered_task_has_a_summary_and_a_plain_name() -> None:
     for name, task in SCHEDULED_TASKS.items():
         assert name == task.name
         assert task.summary
-        assert name.replace("-", "").isalnum()
+        assert name.replace("-", "").replace("_", "").isalnum()
         assert name == name.lower()
 
 

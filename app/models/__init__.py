@@ -4,16 +4,24 @@ from app.models.api_key import ApiKey, Scope
 from app.models.base import Base
 from app.models.customer import Customer
 from app.models.event import Event, EventKind
-from app.models.job import Job, JobStatus, JobStepCompletion, JobStepError
+from app.models.job import Job, JobStatus, JobStepCompletion, JobStepError, JobStepTiming
 from app.models.job_configuration import JobConfiguration, JobConfigurationStep
 from app.models.login_failure import LoginFailure
 from app.models.user import Role, User
 from app.models.user_session import UserSession
+from app.models.webhook import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEventType,
+)
 
 __all__ = [
     "ApiKey",
     "Base",
     "Customer",
+    "DeliveryStatus",
     "Event",
     "EventKind",
     "Job",
@@ -22,9 +30,14 @@ __all__ = [
     "JobStatus",
     "JobStepCompletion",
     "JobStepError",
+    "JobStepTiming",
     "LoginFailure",
     "Role",
     "Scope",
     "User",
     "UserSession",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEventType",
 ]

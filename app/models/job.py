@@ -34,6 +34,8 @@ class JobStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Pending or running past its deadline (the sweep); its next event moves it on as usual.
+    STALLED = "stalled"
 
 
 class Job(IdMixin, TimestampMixin, Base):
@@ -75,6 +77,12 @@ class Job(IdMixin, TimestampMixin, Base):
             "last_event_at",
             "customer_id",
             postgresql_where=text("status = 'failed'"),
+        ),
+        # The deadline sweep: open jobs by deadline. Partial, so finished jobs never enter it.
+        Index(
+            "ix_jobs_deadline_at_open",
+            "deadline_at",
+            postgresql_where=text("status IN ('pending', 'running') AND deadline_at IS NOT NULL"),
         ),
         # provider_job_id prefix search (q=...) whatever the database's collation.
         Index(
@@ -119,6 +127,9 @@ class Job(IdMixin, TimestampMixin, Base):
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The latest of its steps' completion times: where the next step's time is counted from.
     last_step_completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The earliest deadline that applies to a pending or running job (the database function
+    # `job_deadline`), moved by every event; None when none applies or the job is finished.
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     configuration: Mapped[JobConfiguration] = relationship(lazy="raise")
 
@@ -200,3 +211,25 @@ class JobStepError(JobStepMixin, Base):
     # Whether the job has completed the step too (a retry that succeeded), kept by
     # `apply_events`: jobs that failed at a step and never completed it still reached it.
     step_completed: Mapped[bool] = mapped_column(Boolean, server_default=false())
+
+
+class JobStepTiming(Base):
+    """How long one step of one configuration version takes, from the recorded completions
+    (`seconds_since_previous`), refreshed by the deadline sweep: one row read per event tells
+    the deadline how long to wait for this step, and the ETA what the remaining steps take."""
+
+    __tablename__ = "job_step_timings"
+
+    step_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("job_configuration_steps.id", ondelete="CASCADE"), primary_key=True
+    )
+    configuration_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("job_configurations.id", ondelete="CASCADE"), index=True
+    )
+    sample_count: Mapped[int] = mapped_column(Integer)
+    median_seconds: Mapped[float] = mapped_column(Double)
+    p90_seconds: Mapped[float] = mapped_column(Double)
+    # The learnt wait for the step: the configured quantile times the factor, at least the
+    # floor; None until the step has enough samples.
+    wait_seconds: Mapped[float | None] = mapped_column(Double)
+    refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -18,6 +18,9 @@ from app.models.base import Base, IdMixin
 
 # Money: exact decimals with 4 places, everywhere.
 Money = Numeric(18, 4)
+# The longest start and step timeouts (30 days), and job timeout (a year), in seconds.
+MAX_STEP_TIMEOUT_SECONDS = 30 * 24 * 3600
+MAX_JOB_TIMEOUT_SECONDS = 365 * 24 * 3600
 
 
 class JobConfiguration(IdMixin, Base):
@@ -27,6 +30,15 @@ class JobConfiguration(IdMixin, Base):
     __table_args__ = (
         UniqueConstraint("tag", "version"),
         CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint(
+            f"start_timeout BETWEEN 1 AND {MAX_STEP_TIMEOUT_SECONDS}", name="start_timeout_range"
+        ),
+        CheckConstraint(
+            f"step_timeout BETWEEN 1 AND {MAX_STEP_TIMEOUT_SECONDS}", name="step_timeout_range"
+        ),
+        CheckConstraint(
+            f"job_timeout BETWEEN 1 AND {MAX_JOB_TIMEOUT_SECONDS}", name="job_timeout_range"
+        ),
     )
 
     tag: Mapped[str] = mapped_column(String(64))
@@ -38,6 +50,11 @@ class JobConfiguration(IdMixin, Base):
     total_points: Mapped[int] = mapped_column(BigInteger)
     total_cost: Mapped[Decimal] = mapped_column(Money)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Deadlines, in seconds: for the first event after creation, between events (else learnt
+    # from the version's history), and for the whole job from creation. None: no such limit.
+    start_timeout: Mapped[int | None] = mapped_column(Integer)
+    step_timeout: Mapped[int | None] = mapped_column(Integer)
+    job_timeout: Mapped[int | None] = mapped_column(Integer)
 
     steps: Mapped[list["JobConfigurationStep"]] = relationship(
         lazy="raise", order_by="JobConfigurationStep.position", back_populates="configuration"

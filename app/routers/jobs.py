@@ -1,3 +1,4 @@
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
@@ -6,12 +7,12 @@ from app.dependencies import Cursor, Ingester, Limit, Reader, SessionDep
 from app.internal.pagination import DEFAULT_LIMIT
 from app.models import JobStatus
 from app.schemas.error import error_responses
-from app.schemas.event import EventPublic
 from app.schemas.fields import NO_NUL, UtcDatetime
-from app.schemas.job import JobCreate, JobDetail, JobPublic, JobSort, JobStepState
+from app.schemas.job import JobCreate, JobDetail, JobPublic, JobSort
 from app.schemas.page import Page
 from app.services import jobs
-from app.services.jobs import JobFilters, JobState
+from app.services.job_details import job_detail
+from app.services.jobs import JobFilters
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=error_responses(401, 403))
 
@@ -33,33 +34,6 @@ JOB_LINKS = {
         "description": "The job's events",
     },
 }
-
-
-def _detail(state: JobState) -> JobDetail:
-    return JobDetail(
-        **JobPublic.model_validate(state.job).model_dump(),
-        steps=[
-            JobStepState(
-                position=item.step.position,
-                tag=item.step.tag,
-                name=item.step.name,
-                points=item.step.points,
-                cost=item.step.cost,
-                completed_at=item.completion.completed_at if item.completion else None,
-                latest_unresolved_error=(
-                    EventPublic.model_validate(item.latest_unresolved_error)
-                    if item.latest_unresolved_error
-                    else None
-                ),
-            )
-            for item in state.steps
-        ],
-        latest_unresolved_job_error=(
-            EventPublic.model_validate(state.latest_unresolved_job_error)
-            if state.latest_unresolved_job_error
-            else None
-        ),
-    )
 
 
 @router.post(
@@ -90,7 +64,7 @@ def create_job(
 def read_jobs(
     session: SessionDep,
     caller: Reader,
-    status_: Annotated[list[JobStatus], Query(alias="status", max_length=5)] = [],  # noqa: B006
+    status_: Annotated[list[JobStatus], Query(alias="status", max_length=len(JobStatus))] = [],  # noqa: B006
     customer_id: int | None = None,
     tag: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
     q: Annotated[
@@ -135,14 +109,14 @@ def read_job_by_provider_id(
 ) -> JobDetail:
     """One job by the script's own id, with the state of every step."""
     job = jobs.get_job_by_provider_id(session, caller=caller, provider_job_id=provider_job_id)
-    return _detail(jobs.get_job_state(session, job=job))
+    return job_detail(session, job=job, now=datetime.now(UTC))
 
 
 @router.get("/{job_id}", response_model=JobDetail, responses=error_responses(404))
 def read_job(session: SessionDep, caller: Reader, job_id: int) -> JobDetail:
     """One job, with the state of every step of its configuration version."""
     job = jobs.get_job(session, caller=caller, job_id=job_id)
-    return _detail(jobs.get_job_state(session, job=job))
+    return job_detail(session, job=job, now=datetime.now(UTC))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=error_responses(404, 409))

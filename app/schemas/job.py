@@ -56,6 +56,10 @@ class JobPublic(JobBase):
     last_event_at: datetime | None
     completed_at: datetime | None
     cancelled_at: datetime | None
+    deadline_at: datetime | None = Field(
+        description="When a pending or running job becomes stalled without another event; "
+        "every event moves it. Null: no deadline applies (or the job is finished)."
+    )
     metadata: dict[str, Any] | None = Field(default=None, validation_alias="metadata_")
 
 
@@ -73,6 +77,15 @@ class JobDetail(JobPublic):
     steps: list[JobStepState]
     latest_unresolved_job_error: EventPublic | None = Field(
         description="The latest unresolved error that names no step."
+    )
+    eta: datetime | None = Field(
+        description="Expected completion: now plus the median recorded durations of the "
+        "remaining steps in this configuration version's history. Null when a remaining step "
+        "has too little history, or the job is completed, failed or cancelled."
+    )
+    eta_p90: datetime | None = Field(
+        description="An upper bound of the completion time: now plus the remaining steps' "
+        "90th percentiles."
     )
 
 

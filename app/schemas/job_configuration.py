@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, StrictInt, StringConstraints
 from pydantic.config import JsonDict
 
+from app.models.job_configuration import MAX_JOB_TIMEOUT_SECONDS, MAX_STEP_TIMEOUT_SECONDS
 from app.schemas.base import Schema
 from app.schemas.fields import NO_NUL
 
@@ -101,9 +102,26 @@ Steps = Annotated[
 ]
 
 
+StepTimeout = Annotated[StrictInt, Field(ge=1, le=MAX_STEP_TIMEOUT_SECONDS)]
+
+
 class JobConfigurationBase(Schema):
     tag: Tag
     name: ConfigurationName
+    start_timeout: StepTimeout | None = Field(
+        default=None,
+        description="Seconds a job may wait for its first event after creation, at most 30 "
+        "days; none: no limit.",
+    )
+    step_timeout: StepTimeout | None = Field(
+        default=None,
+        description="Seconds a job may wait for its next event, at most 30 days; none: learnt "
+        "from this version's history once each step has enough of it.",
+    )
+    job_timeout: Annotated[StrictInt, Field(ge=1, le=MAX_JOB_TIMEOUT_SECONDS)] | None = Field(
+        default=None,
+        description="Seconds a job may take from creation, at most a year; none: no limit.",
+    )
 
 
 class JobConfigurationCreate(JobConfigurationBase):
@@ -143,7 +161,14 @@ class JobConfigurationFileEntry(JobConfigurationBase):
     step_configurations: Steps
 
     def to_create(self) -> JobConfigurationCreate:
-        return JobConfigurationCreate(tag=self.tag, name=self.name, steps=self.step_configurations)
+        return JobConfigurationCreate(
+            tag=self.tag,
+            name=self.name,
+            steps=self.step_configurations,
+            start_timeout=self.start_timeout,
+            step_timeout=self.step_timeout,
+            job_timeout=self.job_timeout,
+        )
 
 
 def _check_unique_tags(

@@ -84,7 +84,7 @@ _JOB_COLUMNS = [
     "provider_job_id", "customer_id", "tag", "version", "configuration_id", "status", "progress",
     "completed_points", "total_points", "steps_completed", "step_count", "cost", "event_count",
     "error_count", "unresolved_error_count", "created_at", "updated_at", "started_at",
-    "last_event_at", "completed_at", "cancelled_at",
+    "last_event_at", "completed_at", "cancelled_at", "deadline_at",
 ]  # fmt: skip
 
 

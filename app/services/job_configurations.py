@@ -45,14 +45,26 @@ def _money(value: Decimal) -> Decimal:
 
 def content_hash(config_in: JobConfigurationCreate) -> str:
     """SHA-256 of the canonical content: equal costs hash alike however they were written."""
-    canonical = {
+    canonical: dict[str, object] = {
         "name": config_in.name,
         "steps": [
             [step.tag, step.name, step.points, str(_money(step.cost))] for step in config_in.steps
         ],
     }
+    # Only the timeouts that are set: content without any hashes as it did before they existed.
+    canonical.update(
+        (name, value) for name, value in _timeouts(config_in).items() if value is not None
+    )
     text = json.dumps(canonical, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _timeouts(config_in: JobConfigurationCreate) -> dict[str, int | None]:
+    return {
+        "start_timeout": config_in.start_timeout,
+        "step_timeout": config_in.step_timeout,
+        "job_timeout": config_in.job_timeout,
+    }
 
 
 def _lock_key(tag: str) -> int:
@@ -88,6 +100,7 @@ def _new_version(
         step_count=len(config_in.steps),
         total_points=sum(step.points for step in config_in.steps),
         total_cost=sum(costs, Decimal(0)),
+        **_timeouts(config_in),
         steps=[
             JobConfigurationStep(
                 position=position, tag=step.tag, name=step.name, points=step.points, cost=cost

@@ -3,8 +3,10 @@
 The rules (progress, cost, status, error resolution, each step's earliest completion time, and the
 per-step completion and error records with their funnel timing) are one PL/pgSQL function,
 `apply_events`, versioned by the migration "apply events in the database" (a change to the rules
-is a new migration that replaces it). This module is how Python calls it; every writer goes
-through here: the API's single events and batches, and the seed.
+is a new migration that replaces it: "deadlines, stalled jobs and webhooks" added the job's
+deadline, moved by every event, and the webhook notifications of jobs that complete or fail).
+This module is how Python calls it; every writer goes through here: the API's single events and
+batches, and the seed.
 
 A call takes the events of any jobs, in order; a single event is a batch of one. It runs in the
 caller's transaction (`get_db` still commits), locks the jobs it names until the transaction ends,

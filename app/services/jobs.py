@@ -4,7 +4,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, func, literal_column, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, joinedload
 
@@ -19,8 +19,11 @@ from app.models import (
     JobConfigurationStep,
     JobStatus,
     JobStepCompletion,
+    JobStepTiming,
+    WebhookEventType,
 )
 from app.schemas.job import JobCreate, JobSort
+from app.services import webhooks
 from app.services.access import Caller
 
 
@@ -54,6 +57,13 @@ def _customer_for_new_job(session: Session, caller: Caller, customer_id: int | N
     return customer_id
 
 
+def _deadline_at_creation(configuration_id: int) -> ColumnElement[datetime]:
+    """A new job's deadline, by the rule events apply too (the database's `job_deadline`)."""
+    return func.job_deadline(
+        null(), configuration_id, literal_column("'pending'"), func.now(), null()
+    )
+
+
 def create_job(session: Session, *, caller: Caller, job_in: JobCreate) -> tuple[Job, bool]:
     """Create the job, or answer the existing one for a repeated request (created=False)."""
     customer_id = _customer_for_new_job(session, caller, job_in.customer_id)
@@ -69,6 +79,7 @@ def create_job(session: Session, *, caller: Caller, job_in: JobCreate) -> tuple[
             metadata_=job_in.metadata,
             step_count=configuration.step_count,
             total_points=configuration.total_points,
+            deadline_at=_deadline_at_creation(configuration.id),
         )
         .on_conflict_do_nothing(index_elements=[Job.provider_job_id])
         .returning(Job.id)
@@ -215,13 +226,16 @@ def cancel_job(session: Session, *, caller: Caller, job_id: int) -> Job:
 
 def cancel_jobs(session: Session, *, job_ids: Sequence[int], at: datetime) -> None:
     """Cancel these jobs, unless completed or cancelled already: from now on their events are
-    refused (`job_contract`). The seed cancels many at once, at times of the past."""
-    session.execute(
+    refused (`job_contract`), and their `job.cancelled` notifications are queued in this
+    transaction. The seed cancels many at once, at times of the past."""
+    cancelled = session.scalars(
         update(Job)
         .where(Job.id.in_(job_ids), Job.status.not_in([JobStatus.COMPLETED, JobStatus.CANCELLED]))
-        .values(status=JobStatus.CANCELLED, cancelled_at=at, updated_at=at)
+        .values(status=JobStatus.CANCELLED, cancelled_at=at, updated_at=at, deadline_at=None)
+        .returning(Job.id)
         .execution_options(synchronize_session=False)
-    )
+    ).all()
+    webhooks.enqueue(session, job_ids=cancelled, event_type=WebhookEventType.JOB_CANCELLED, at=at)
 
 
 @dataclass(frozen=True)
@@ -229,6 +243,8 @@ class StepState:
     step: JobConfigurationStep
     completion: JobStepCompletion | None
     latest_unresolved_error: Event | None
+    # The step's recorded durations in this version's history (for the ETA), if any.
+    timing: JobStepTiming | None
 
 
 @dataclass(frozen=True)
@@ -239,9 +255,11 @@ class JobState:
 
 
 def get_job_state(session: Session, *, job: Job) -> JobState:
-    """Every step of the job's pinned version with its completion and latest open error."""
-    steps = session.scalars(
-        select(JobConfigurationStep)
+    """Every step of the job's pinned version with its completion, latest open error and
+    recorded durations."""
+    steps = session.execute(
+        select(JobConfigurationStep, JobStepTiming)
+        .outerjoin(JobStepTiming, JobStepTiming.step_id == JobConfigurationStep.id)
         .where(JobConfigurationStep.configuration_id == job.configuration_id)
         .order_by(JobConfigurationStep.position)
     ).all()
@@ -265,8 +283,9 @@ def get_job_state(session: Session, *, job: Job) -> JobState:
                 step=step,
                 completion=completions.get(step.id),
                 latest_unresolved_error=latest_error.get(step.id),
+                timing=timing,
             )
-            for step in steps
+            for step, timing in steps
         ],
         latest_unresolved_job_error=latest_error.get(None),
     )

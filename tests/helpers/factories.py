@@ -93,13 +93,16 @@ def create_configuration(
     tag: str | None = None,
     name: str | None = None,
     steps: Sequence[tuple[str, int, Decimal]] = DEFAULT_STEPS,
+    **timeouts: int,
 ) -> JobConfiguration:
     """The current version of a configuration with `steps` as (tag, points, cost), each step
-    named after its tag: a new tag makes version 1, a known tag with other steps the next one."""
+    named after its tag: a new tag makes version 1, a known tag with other steps the next one.
+    `timeouts`: start_timeout, step_timeout, job_timeout."""
     tag = tag or unique("config")
     config_in = JobConfigurationCreate(
         tag=tag,
         name=name or f"Configuration {tag}",
+        **timeouts,
         steps=[
             JobConfigurationStepCreate(tag=step_tag, name=step_tag, points=points, cost=cost)
             for step_tag, points, cost in steps

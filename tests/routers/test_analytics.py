@@ -33,7 +33,7 @@ from tests.helpers.factories import create_admin, create_configuration, create_c
 from tests.helpers.scripts import PIPELINE, Script, admin_script, client_script, new_job, pipeline
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
-STATUSES = ["pending", "running", "completed", "failed", "cancelled"]
+STATUSES = ["pending", "running", "completed", "failed", "cancelled", "stalled"]
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_jobs_by_status_configuration_and_period(db: Session, script: Script) ->
     assert body["total"] == 6
     assert body["by_status"] == [
         {"status": status, "count": count}
-        for status, count in zip(STATUSES, [1, 2, 1, 1, 1], strict=True)
+        for status, count in zip(STATUSES, [1, 2, 1, 1, 1, 0], strict=True)
     ]
     assert body["by_configuration"] == sorted(
         [

@@ -87,6 +87,9 @@ def test_create_answers_version_1_with_its_steps_in_order(client: TestClient, ad
         "total_cost",
         "created_at",
         "steps",
+        "start_timeout",
+        "step_timeout",
+        "job_timeout",
     }
     assert body["tag"] == tag
     assert body["version"] == 1
@@ -361,7 +364,14 @@ def test_the_schema_describes_the_file_format(client: TestClient, db: Session) -
     assert schema["required"] == ["job_configs"]
     assert schema["additionalProperties"] is False
     entry = schema["$defs"]["JobConfigurationFileEntry"]
-    assert set(entry["properties"]) == {"tag", "name", "step_configurations"}
+    assert set(entry["properties"]) == {
+        "tag",
+        "name",
+        "step_configurations",
+        "start_timeout",
+        "step_timeout",
+        "job_timeout",
+    }
     step = schema["$defs"]["JobConfigurationStepCreate"]
     assert set(step["required"]) == {"tag", "name", "points", "cost"}
     assert step["properties"]["points"]["maximum"] == 1_000_000

@@ -115,7 +115,8 @@ def test_database_lifecycle_on_a_scratch_database() -> None:
 
         bulk = run("db:test:seed", "--jobs", "30", "--events-per-job", "6", "--customers", "2")
         assert "Bulk seeded 30 jobs" in bulk
-        demo_jobs = len(seed.CUSTOMER_DATA) * len(seed.DEMO_JOB_PLAN) + seed.HISTORY_JOBS
+        # A job per customer and planned status, a stalled one, and the history.
+        demo_jobs = len(seed.CUSTOMER_DATA) * (len(seed.DEMO_JOB_PLAN) + 1) + seed.HISTORY_JOBS
         assert len(scalar_rows(env["DATABASE_URL"], select(Job.id))) == 30 + demo_jobs
 
         run("db:test:downgrade", "base")
