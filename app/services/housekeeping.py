@@ -41,10 +41,12 @@ def _delete_some(
         .limit(limit)
         # Another instance running the same task at the same moment takes other rows.
         .with_for_update(skip_locked=True)
+        # Materialized: as a subquery of the DELETE, PostgreSQL may run it again per row and
+        # so take more than `limit` rows.
+        .cte("some")
+        .prefix_with("MATERIALIZED")
     )
     result = session.execute(
-        delete(model)
-        .where(model.id.in_(some.scalar_subquery()))
-        .execution_options(synchronize_session=False)
+        delete(model).where(model.id == some.c.id).execution_options(synchronize_session=False)
     )
     return cast(CursorResult[Any], result).rowcount
