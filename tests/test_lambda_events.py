@@ -21,34 +21,10 @@ from config import config
 from config.database import Database, scratch_database
 from tests.helpers.capture import captured_records
 from tests.helpers.factories import create_user
-from tests.helpers.lambda_events import LambdaContext
+from tests.helpers.lambda_events import LambdaContext, scheduled_event, scheduler_event
 from tests.helpers.processes import database_env, run_python
 
 NOW = datetime.now(UTC)
-
-
-def scheduler_event(task: str) -> dict[str, Any]:
-    """What EventBridge Scheduler sends: the schedule's input, its placeholders filled in."""
-    return {
-        "task": task,
-        "scheduleArn": "arn:aws:scheduler:eu-west-1:123456789012:schedule/default/tracker-auth",
-        "scheduledTime": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-
-
-def scheduled_event(rule: str) -> dict[str, Any]:
-    """What an EventBridge rule with a schedule sends when it has no input of its own."""
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": "eu-west-1",
-        "resources": [f"arn:aws:events:eu-west-1:123456789012:rule/{rule}"],
-        "detail": {},
-    }
 
 
 @pytest.fixture

@@ -19,10 +19,9 @@ from app.services.access import Caller
 from app.services.jobs import create_job
 from config import config
 from tests.helpers.factories import create_admin, create_configuration, create_customer
-from tests.helpers.lambda_events import LambdaContext
+from tests.helpers.lambda_events import LambdaContext, scheduler_event
 from tests.helpers.processes import run_python
 from tests.helpers.webhook_receiver import Receiver
-from tests.test_lambda_events import scheduler_event
 
 pytestmark = pytest.mark.usefixtures("committed")
 

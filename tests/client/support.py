@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -266,3 +267,31 @@ ADMIN_PASSWORD = PASSWORD
 
 def spool_path(directory: Path) -> Path:
     return directory / "spool.sqlite3"
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The `trackerapi` command in a subprocess, with only `env` (and a PATH) set."""
+    return subprocess.run(
+        [sys.executable, "-m", "trackerapi", *args],
+        cwd=ROOT_DIR,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def server_job(account: Account, server: ApiServer, job: int | None) -> dict[str, Any]:
+    with account.reader(server.base_url) as reader:
+        response = reader.get(f"/jobs/{job}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def server_events(account: Account, server: ApiServer, job: int | None) -> list[dict[str, Any]]:
+    with account.reader(server.base_url) as reader:
+        response = reader.get(f"/jobs/{job}/events", params={"limit": 200})
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items

@@ -1,8 +1,6 @@
 """The `trackerapi` command end to end in subprocesses, and configuration pushes."""
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from decimal import Decimal
@@ -10,24 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from root import ROOT_DIR
-from tests.client.support import PIPELINE_STEPS, Account, ApiServer, free_port
-from tests.client.test_jobs import server_events
+from tests.client.support import (
+    PIPELINE_STEPS,
+    Account,
+    ApiServer,
+    free_port,
+    run_cli,
+    server_events,
+)
 from tests.helpers.factories import PASSWORD
 from trackerapi import ApiError, JobConfig, StepConfig, Tracker
 
 TAGS = [tag for tag, _, _ in PIPELINE_STEPS]
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackerapi", *args],
-        cwd=ROOT_DIR,
-        env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_the_cli_reports_a_job_end_to_end(
@@ -39,17 +31,19 @@ def test_the_cli_reports_a_job_end_to_end(
         "TRACKER_SPOOL": str(spool_file),
     }
     provider_id = f"sh-{uuid.uuid4().hex[:8]}"
-    started = cli("job", "start", provider_id, "--tag", account.tag, env=env)
+    started = run_cli("job", "start", provider_id, "--tag", account.tag, env=env)
     assert started.returncode == 0, started.stderr
     job = json.loads(started.stdout)
     assert (job["provider_job_id"], job["status"]) == (provider_id, "pending")
-    again = cli("job", "start", provider_id, "--tag", account.tag, env=env)
+    again = run_cli("job", "start", provider_id, "--tag", account.tag, env=env)
     assert json.loads(again.stdout)["id"] == job["id"]
 
-    step = cli("step", provider_id, TAGS[0], "--metadata", '{"pages": 3}', env=env)
+    step = run_cli("step", provider_id, TAGS[0], "--metadata", '{"pages": 3}', env=env)
     assert step.returncode == 0, step.stderr
-    assert cli("error", provider_id, "scanner jammed", "--step", TAGS[1], env=env).returncode == 0
-    assert cli("info", provider_id, "retrying", env=env).returncode == 0
+    assert (
+        run_cli("error", provider_id, "scanner jammed", "--step", TAGS[1], env=env).returncode == 0
+    )
+    assert run_cli("info", provider_id, "retrying", env=env).returncode == 0
     events = server_events(account, api_server, job["id"])
     assert [(e["kind"], e["name"], e["message"]) for e in events] == [
         ("step", TAGS[0], None),
@@ -59,15 +53,15 @@ def test_the_cli_reports_a_job_end_to_end(
     assert events[0]["event_id"] == step.stdout.strip()
     assert events[0]["metadata"] == {"pages": 3}
 
-    refused = cli("step", provider_id, "no-such-step", env=env)
+    refused = run_cli("step", provider_id, "no-such-step", env=env)
     assert refused.returncode == 1
     assert "Unknown step 'no-such-step'" in refused.stderr
-    assert cli("step", "no-such-job", TAGS[0], env=env).returncode == 1
-    assert cli("job", "start", provider_id, "--tag", "no-such-tag", env=env).returncode == 1
-    assert cli("step", provider_id, env=env).returncode == 2  # usage: the tag is missing
-    assert cli("step", provider_id, TAGS[0], "--metadata", "[1]", env=env).returncode == 2
-    assert cli("frobnicate", env=env).returncode == 2
-    assert cli("step", provider_id, TAGS[0], env={**env, "TRACKER_API_KEY": ""}).returncode == 2
+    assert run_cli("step", "no-such-job", TAGS[0], env=env).returncode == 1
+    assert run_cli("job", "start", provider_id, "--tag", "no-such-tag", env=env).returncode == 1
+    assert run_cli("step", provider_id, env=env).returncode == 2  # usage: the tag is missing
+    assert run_cli("step", provider_id, TAGS[0], "--metadata", "[1]", env=env).returncode == 2
+    assert run_cli("frobnicate", env=env).returncode == 2
+    assert run_cli("step", provider_id, TAGS[0], env={**env, "TRACKER_API_KEY": ""}).returncode == 2
     assert len(server_events(account, api_server, job["id"])) == 3
 
 
@@ -78,16 +72,16 @@ def test_the_cli_ends_within_its_timeout_when_nothing_answers(spool_file: Path) 
         "TRACKER_SPOOL": str(spool_file),
     }
     began = time.monotonic()
-    spooled = cli("--timeout", "3", "step", "job-1", "fetch", env=env)
+    spooled = run_cli("--timeout", "3", "step", "job-1", "fetch", env=env)
     assert spooled.returncode == 0, spooled.stderr
     assert "spooled" in spooled.stderr
-    strict = cli("--timeout", "3", "--strict", "info", "job-1", "x", env=env)
+    strict = run_cli("--timeout", "3", "--strict", "info", "job-1", "x", env=env)
     assert strict.returncode == 1
     assert time.monotonic() - began < 100  # a bound against hanging, not a timing
 
 
 def test_configs_schema_is_the_file_format(tmp_path: Path) -> None:
-    result = cli("configs", "schema", env={})
+    result = run_cli("configs", "schema", env={})
     assert result.returncode == 0
     schema = json.loads(result.stdout)
     assert schema["required"] == ["job_configs"]
@@ -123,7 +117,7 @@ def test_configs_push_answers_created_unchanged_and_new_version(
         "TRACKER_EMAIL": account.admin_email,
         "TRACKER_PASSWORD": PASSWORD,
     }
-    pushed = cli("configs", "push", str(yaml_file), env=env)
+    pushed = run_cli("configs", "push", str(yaml_file), env=env)
     assert pushed.returncode == 0, pushed.stderr
     assert pushed.stdout.strip() == f"{tag} v2: new_version"
     json_file = tmp_path / "configs.json"
@@ -147,10 +141,10 @@ def test_configs_push_answers_created_unchanged_and_new_version(
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"job_configs": [{"tag": "Bad Tag", "name": "x", "step_configurations": []}]}')
-    invalid = cli("configs", "push", str(bad), env=env)
+    invalid = run_cli("configs", "push", str(bad), env=env)
     assert invalid.returncode == 2
     assert "job_configs.0.tag" in invalid.stderr
-    wrong = cli("configs", "push", str(json_file), env={**env, "TRACKER_PASSWORD": "wrong-one"})
+    wrong = run_cli("configs", "push", str(json_file), env={**env, "TRACKER_PASSWORD": "wrong-one"})
     assert wrong.returncode == 1
     with pytest.raises(ApiError) as refused:
         Tracker(

@@ -12,8 +12,7 @@ from sqlalchemy import update
 from app.internal import api_key_format
 from app.models import ApiKey
 from config import config
-from tests.client.support import PIPELINE_STEPS, Account, ApiServer, FaultProxy
-from tests.client.test_jobs import server_events
+from tests.client.support import PIPELINE_STEPS, Account, ApiServer, FaultProxy, server_events
 from tests.helpers.capture import captured_records
 from trackerapi import ApiError, Rejection, RetryPolicy, Tracker, TrackerUnavailable
 

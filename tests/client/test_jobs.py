@@ -3,11 +3,17 @@
 import uuid
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.client.support import PIPELINE_STEPS, Account, ApiServer, LostAnswerProxy
+from tests.client.support import (
+    PIPELINE_STEPS,
+    Account,
+    ApiServer,
+    LostAnswerProxy,
+    server_events,
+    server_job,
+)
 from trackerapi import EventRejected, Rejection, Tracker
 
 TAGS = [tag for tag, _, _ in PIPELINE_STEPS]
@@ -15,22 +21,6 @@ TAGS = [tag for tag, _, _ in PIPELINE_STEPS]
 
 def job_id() -> str:
     return f"scan-{uuid.uuid4().hex[:12]}"
-
-
-def server_job(account: Account, server: ApiServer, job: int | None) -> dict[str, Any]:
-    with account.reader(server.base_url) as reader:
-        response = reader.get(f"/jobs/{job}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def server_events(account: Account, server: ApiServer, job: int | None) -> list[dict[str, Any]]:
-    with account.reader(server.base_url) as reader:
-        response = reader.get(f"/jobs/{job}/events", params={"limit": 200})
-    assert response.status_code == 200, response.text
-    items: list[dict[str, Any]] = response.json()["items"]
-    return items
 
 
 @pytest.mark.parametrize("mode", ["background", "sync"])

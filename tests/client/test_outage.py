@@ -2,33 +2,26 @@
 503 with Retry-After), and its login throttle (429 with Retry-After)."""
 
 import logging
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from root import ROOT_DIR
-from tests.client.support import PIPELINE_STEPS, Account, ApiServer, serving
-from tests.client.test_jobs import server_events, server_job
+from tests.client.support import (
+    PIPELINE_STEPS,
+    Account,
+    ApiServer,
+    run_cli,
+    server_events,
+    server_job,
+    serving,
+)
 from tests.helpers.capture import captured_records
 from tests.helpers.factories import PASSWORD
 from trackerapi import ApiError, JobConfig, RetryPolicy, StepConfig, Tracker, TrackerUnavailable
 
 TAGS = [tag for tag, _, _ in PIPELINE_STEPS]
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackerapi", *args],
-        cwd=ROOT_DIR,
-        env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_events_spooled_while_the_api_is_down_are_stored_once_in_order_by_trackerapi_flush(

@@ -6,8 +6,14 @@ import sqlite3
 import uuid
 from pathlib import Path
 
-from tests.client.support import PIPELINE_STEPS, Account, ApiServer, FaultProxy, create_account
-from tests.client.test_outage import run_cli
+from tests.client.support import (
+    PIPELINE_STEPS,
+    Account,
+    ApiServer,
+    FaultProxy,
+    create_account,
+    run_cli,
+)
 from trackerapi import RetryPolicy, Tracker
 from trackerapi.spool import key_id
 

@@ -4,6 +4,7 @@ import base64
 import json
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from mangum.types import LambdaCognitoIdentity, LambdaMobileClientContext
@@ -147,3 +148,27 @@ def response_headers(response: dict[str, Any]) -> dict[str, list[str]]:
     for name, values in response.get("multiValueHeaders", {}).items():
         merged.setdefault(name.lower(), []).extend(values)
     return merged
+
+
+def scheduler_event(task: str) -> dict[str, Any]:
+    """What EventBridge Scheduler sends: the schedule's input, its placeholders filled in."""
+    return {
+        "task": task,
+        "scheduleArn": "arn:aws:scheduler:eu-west-1:123456789012:schedule/default/tracker-auth",
+        "scheduledTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def scheduled_event(rule: str) -> dict[str, Any]:
+    """What an EventBridge rule with a schedule sends when it has no input of its own."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "eu-west-1",
+        "resources": [f"arn:aws:events:eu-west-1:123456789012:rule/{rule}"],
+        "detail": {},
+    }
