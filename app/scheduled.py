@@ -94,7 +94,7 @@ SCHEDULED_TASKS: dict[str, ScheduledTask] = {
     task.name: task
     for task in (
         ScheduledTask(
-            "auth-cleanup",
+            "auth_cleanup",
             "delete expired and revoked sessions, forget login failures past their window",
             clean_up_authentication,
         ),

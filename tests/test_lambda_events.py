@@ -75,14 +75,14 @@ def remaining_state() -> tuple[list[uuid.UUID], dict[str, int]]:
 
 
 @pytest.mark.parametrize(
-    "event", [scheduler_event("auth-cleanup"), scheduled_event("tracker-prod-auth-cleanup")]
+    "event", [scheduler_event("auth_cleanup"), scheduled_event("tracker-prod-auth_cleanup")]
 )
 def test_a_schedule_runs_the_auth_cleanup(
     auth_state: dict[str, Any], event: dict[str, Any]
 ) -> None:
     answer = handler(event, LambdaContext())
     assert answer == {
-        "task": "auth-cleanup",
+        "task": "auth_cleanup",
         "counts": {"sessions_deleted": 2, "login_failures_cleared": 3},
     }
     sessions, counts = remaining_state()
@@ -98,7 +98,7 @@ def test_a_schedule_runs_the_auth_cleanup(
 def test_the_cleanup_still_throttles_an_account_inside_its_window(
     auth_state: dict[str, Any],
 ) -> None:
-    run_task("auth-cleanup")
+    run_task("auth_cleanup")
     assert remaining_state()[1] == {auth_state["fresh"]: 2}
 
 
@@ -134,7 +134,7 @@ def test_a_schedule_naming_no_registered_task_is_a_logged_error() -> None:
     with captured_records("tracker.lambda") as records, pytest.raises(UnknownTask):
         handler(scheduler_event("no-such-task"), LambdaContext())
     assert "no-such-task" in records[0].getMessage()
-    assert "auth-cleanup" in records[0].getMessage()
+    assert "auth_cleanup" in records[0].getMessage()
     with pytest.raises(UnknownEvent, match="names no task"):
         handler(scheduled_event("some-other-rule"), LambdaContext())
 

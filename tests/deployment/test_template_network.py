@@ -71,7 +71,7 @@ def test_the_cleanup_can_delete_more_login_failures_than_the_api_can_record() ->
     [schedule] = [
         event["Properties"]
         for event in functions()["WorkerFunction"]["Properties"]["Events"].values()
-        if '"auth-cleanup"' in event["Properties"]["Input"]
+        if '"auth_cleanup"' in event["Properties"]["Input"]
     ]
     default = template()["Parameters"][schedule["ScheduleExpression"]["Ref"]]["Default"]
     match = re.fullmatch(r"rate\((\d+) minutes?\)", default)
