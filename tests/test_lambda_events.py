@@ -68,9 +68,9 @@ def remaining_state() -> tuple[list[uuid.UUID], dict[str, int]]:
     with config.database.SessionLocal() as session:
         sessions = list(session.scalars(select(UserSession.id)))
         rows = session.execute(
-            select(LoginFailure.email, func.count()).group_by(LoginFailure.email)
+            select(LoginFailure.email, func.count().label("failures")).group_by(LoginFailure.email)
         )
-        counts: dict[str, int] = dict(rows.tuples().all())
+        counts = {row.email: row.failures for row in rows}
     return sessions, counts
 
 
