@@ -68,17 +68,16 @@ def clean_up_authentication(run: TaskRun) -> dict[str, int]:
 
 
 def sweep_deadlines(run: TaskRun) -> dict[str, int]:
-    # The learnt waits first, so that the events after this run wait by the latest history.
+    # The sweep first: refreshing the learnt waits reads history, and should it fail, overdue
+    # jobs must still be marked. Events after this run wait by the refreshed history.
+    stalled = run.in_batches(
+        lambda session, limit: deadlines.sweep_deadlines(session, now=run.now, limit=limit)
+    )
     with run.session_factory.begin() as session:
         refreshed = deadlines.refresh_step_timings(
             session, now=run.now, policy=deadlines.LearntWait.from_settings()
         )
-    return {
-        "step_timings_refreshed": refreshed,
-        "jobs_stalled": run.in_batches(
-            lambda session, limit: deadlines.sweep_deadlines(session, now=run.now, limit=limit)
-        ),
-    }
+    return {"step_timings_refreshed": refreshed, "jobs_stalled": stalled}
 
 
 def deliver_webhooks(run: TaskRun) -> dict[str, int]:

@@ -6,6 +6,8 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+import idna
+
 from app.internal.errors import InvalidInput
 
 
@@ -28,6 +30,15 @@ def check_url(url: str, *, allow_http: bool) -> None:
         raise InvalidInput("url must not carry credentials: authenticate by the signature")
     if parts.fragment:
         raise InvalidInput("url must not have a #fragment")
+    # What the sender (httpx) refuses must be refused here, not met at delivery time.
+    unprintable = next((char for char in url if char <= " " or char == "\x7f"), None)
+    if unprintable is not None:
+        raise InvalidInput(f"url must not contain spaces or control characters ({unprintable!r})")
+    try:
+        if not parts.hostname.isascii():
+            idna.encode(parts.hostname)
+    except idna.IDNAError as error:
+        raise InvalidInput(f"url's host is not a valid international name: {error}") from error
 
 
 def refused_address(url: str) -> str | None:

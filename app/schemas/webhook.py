@@ -47,7 +47,7 @@ class WebhookUpdate(Schema):
     event_types: EventTypes | None = None
     description: Description | None = None
     enabled: StrictBool | None = Field(
-        default=None, description="false pauses deliveries; true resumes a disabled endpoint."
+        default=None, description="false stops deliveries (none queued meanwhile); true resumes it."
     )
 
 

@@ -132,7 +132,7 @@ def _post(client: httpx.Client, url: str, *, body: bytes, headers: dict[str, str
     started = time.perf_counter()
     try:
         response = client.post(url, content=body, headers=headers)
-    except httpx.HTTPError as failure:
+    except (httpx.HTTPError, httpx.InvalidURL) as failure:
         return Sent(None, f"{type(failure).__name__}: {failure}"[:MAX_ERROR_LENGTH], _ms(started))
     problem = None if response.is_success else f"HTTP {response.status_code}"
     return Sent(response.status_code, problem, _ms(started))

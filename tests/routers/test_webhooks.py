@@ -138,6 +138,9 @@ def test_api_keys_cannot_manage_webhooks(db: Session, client: TestClient) -> Non
         ({"url": "hooks.example/x"}, "absolute https URL"),
         ({"url": "https://user:pw@hooks.example/x"}, "credentials"),
         ({"url": "https://hooks.example:99999/x"}, "not a valid URL"),
+        ({"url": "https://hooks.example/x\x7f"}, "control characters"),
+        ({"url": "https://hooks.exa\tmple/x"}, "control characters"),
+        ({"url": "https://\u2603.example/x"}, "not a valid international name"),
     ],
 )
 def test_bad_input_is_refused_with_a_message_and_stores_nothing(
