@@ -175,7 +175,7 @@ def send_one(
 def _record(
     session: Session, delivery_id: int, sent: Sent, *, now: datetime, policy: DeliveryPolicy
 ) -> None:
-    delivery = session.get(WebhookDelivery, delivery_id)
+    delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
     if delivery is None:
         return  # its endpoint was deleted while it was being sent
     endpoint = session.get_one(WebhookEndpoint, delivery.endpoint_id, with_for_update=True)
@@ -189,6 +189,8 @@ def _record(
         )
     )
     delivery.attempt_count += 1
+    if delivery.status != DeliveryStatus.PENDING:
+        return  # settled by another send meanwhile (a lease that ran out): the log keeps both
     delivery.last_attempt_at = now
     delivery.last_status_code = sent.status_code
     delivery.last_error = sent.error
@@ -230,6 +232,7 @@ def deliver_due(
         lambda: httpx.Client(timeout=policy.timeout_seconds, follow_redirects=False)
     )
     started = time.monotonic()
+
     with make_client() as client:
         for _ in range(max_claims):
             if time.monotonic() - started > RUN_BUDGET_SECONDS:
