@@ -1,17 +1,20 @@
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, joinedload
 
 from app.internal import api_key_format
 from app.internal.errors import InvalidInput, NotFound, Unauthorized
 from app.internal.pagination import keyset_page
-from app.models import ApiKey, User
+from app.models import ApiKey, Customer, User
 from app.schemas.api_key import ApiKeyCreate
 from app.services.access import Caller
 from config import config
+
+Row = TypeVar("Row", ApiKey, User, Customer)
 
 INVALID_KEY = "Invalid API key"
 
@@ -117,7 +120,20 @@ def _remember(api_key: ApiKey) -> None:
         return
     if len(_verified) >= _VERIFIED_LIMIT:
         _verified.clear()
-    _verified[api_key.digest] = _Verified(api_key.user, api_key, time.monotonic() + seconds)
+    # Copies, never the request's own objects: a rollback (any refused request) expires those,
+    # and reading them afterwards, detached, would fail the next request that finds them here.
+    user = _copy(api_key.user)
+    if api_key.user.customer is not None:
+        user.customer = _copy(api_key.user.customer)
+    key_copy = _copy(api_key)
+    key_copy.user = user
+    _verified[api_key.digest] = _Verified(user, key_copy, time.monotonic() + seconds)
+
+
+def _copy(row: Row) -> Row:
+    """A transient copy of `row`'s columns, belonging to no session."""
+    columns = inspect(row).mapper.column_attrs
+    return type(row)(**{column.key: getattr(row, column.key) for column in columns})
 
 
 def forget_verified_keys() -> None:

@@ -65,6 +65,17 @@ def test_a_key_verified_a_moment_ago_costs_no_query(client: TestClient) -> None:
 
 
 @pytest.mark.usefixtures("cache")
+def test_a_refused_request_leaves_the_cached_key_usable(client: TestClient) -> None:
+    _, _, key = committed_key()
+    # The first request verifies the key, then is refused: its transaction rolls back.
+    missing = client.get("/jobs/999999999", headers={"X-API-Key": key})
+    assert missing.status_code == 404
+    with captured_statements() as statements:
+        assert read_jobs(client, key) == 200
+    assert not [statement for statement in statements if "api_keys" in statement]
+
+
+@pytest.mark.usefixtures("cache")
 def test_a_key_revoked_elsewhere_is_refused_once_the_bound_has_passed(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

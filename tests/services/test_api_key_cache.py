@@ -3,7 +3,7 @@ past a key's expiry, and forgotten at once by changes made in this process."""
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import pytest
 from sqlalchemy import update
@@ -61,11 +61,21 @@ def test_a_revocation_in_this_process_takes_effect_at_once(db: Session) -> None:
 
 
 @pytest.mark.usefixtures("cache")
-def test_a_remembered_key_is_never_trusted_past_its_expiry(db: Session) -> None:
+def test_a_remembered_key_is_never_trusted_past_its_expiry(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, plaintext = new_key(db, expires_at=datetime.now(UTC) + timedelta(hours=1))
     [(user, key)] = [api_keys.authenticate_api_key(db, key=plaintext)]
-    assert api_keys.recently_verified(plaintext) == (user, key)
-    key.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    remembered = api_keys.recently_verified(plaintext)
+    assert remembered is not None
+    assert (remembered[0].id, remembered[1].id) == (user.id, key.id)
+
+    class TwoHoursLater(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> "TwoHoursLater":
+            return cls.fromtimestamp(time.time() + 7200, tz)
+
+    monkeypatch.setattr(api_keys, "datetime", TwoHoursLater)
     assert api_keys.recently_verified(plaintext) is None
 
 
