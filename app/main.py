@@ -8,6 +8,8 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from psycopg2 import errors as pg_errors
@@ -130,6 +132,21 @@ def handle_domain_error(request: Request, error: DomainError) -> JSONResponse:
     elif isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse({"detail": error.detail}, status_code=status_code, headers=headers)
+
+
+@app.exception_handler(RequestValidationError)
+async def handle_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    """FastAPI's own answer, unless the input a problem echoes cannot be written as JSON (NaN
+    or Infinity, which Python's parser takes, or nesting too deep to encode): then without it."""
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    try:
+        return JSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=status_code)
+    except (ValueError, RecursionError):
+        problems = [
+            {key: value for key, value in problem.items() if key not in ("input", "ctx")}
+            for problem in error.errors()
+        ]
+        return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=status_code)
 
 
 @app.exception_handler(OperationalError)

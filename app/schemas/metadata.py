@@ -9,12 +9,14 @@ MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 10
 
 
-def _depth(value: Any) -> int:
+def _deeper_than(value: Any, levels: int) -> bool:
+    """Whether `value` nests more than `levels` deep; it looks no deeper than that, so a deep
+    value costs no more than a shallow one."""
     if isinstance(value, dict):
-        return 1 + max((_depth(item) for item in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(item) for item in value), default=0)
-    return 0
+        value = list(value.values())
+    if not isinstance(value, list):
+        return False
+    return levels == 0 or any(_deeper_than(item, levels - 1) for item in value)
 
 
 def _has_nul(value: Any) -> bool:
@@ -28,12 +30,18 @@ def _has_nul(value: Any) -> bool:
 def _bounded(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if value is None:
         return None
-    if _depth(value) > MAX_METADATA_DEPTH:
+    if _deeper_than(value, MAX_METADATA_DEPTH):
         raise ValueError(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
     # PostgreSQL's jsonb cannot hold the NUL character.
     if _has_nul(value):
         raise ValueError("metadata must not contain the NUL character (\\u0000)")
-    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise ValueError(
+            "metadata must not contain NaN or Infinity, which JSON cannot hold"
+        ) from None
+    size = len(text.encode())
     if size > MAX_METADATA_BYTES:
         raise ValueError(f"metadata is {size} bytes; at most {MAX_METADATA_BYTES} are allowed")
     return value

@@ -221,6 +221,41 @@ def test_deeply_nested_metadata_is_refused(script: Script, job: dict[str, Any]) 
     assert "nested deeper" in str(response.json()["detail"])
 
 
+def post_raw(script: Script, path: str, text: str) -> Any:
+    return script.client.post(
+        path, content=text.encode(), headers={**script.headers, "Content-Type": "application/json"}
+    )
+
+
+def test_metadata_thousands_of_levels_deep_is_refused(
+    db: Session, script: Script, job: dict[str, Any]
+) -> None:
+    deep = '{"x":' * 900 + "{}" + "}" * 900
+    response = post_raw(script, f"/jobs/{job['id']}/events", f'{{"kind":"info","metadata":{deep}}}')
+    assert response.status_code == 422, response.text
+    assert "nested deeper" in str(response.json()["detail"])
+    assert count_events(db, job["id"]) == 0
+
+
+def test_nan_in_metadata_is_refused_alone_in_a_batch(
+    db: Session, script: Script, job: dict[str, Any]
+) -> None:
+    single = post_raw(script, f"/jobs/{job['id']}/events", '{"kind":"info","metadata":{"x":NaN}}')
+    assert single.status_code == 422
+    assert "NaN or Infinity" in str(single.json()["detail"])
+    batch = post_raw(
+        script,
+        "/events/batch",
+        f'{{"events":[{{"job_id":{job["id"]},"kind":"info","metadata":{{"x":Infinity}}}},'
+        f'{{"job_id":{job["id"]},"kind":"info"}}]}}',
+    )
+    assert batch.status_code == 200, batch.text
+    results = batch.json()["results"]
+    assert [result["result"] for result in results] == ["rejected", "created"]
+    assert "NaN or Infinity" in results[0]["reason"]
+    assert count_events(db, job["id"]) == 1
+
+
 def test_a_non_json_body_is_422(script: Script, job: dict[str, Any]) -> None:
     response = script.client.post(
         f"/jobs/{job['id']}/events",
