@@ -587,6 +587,8 @@ def seed_bulk(
         with tqdm(total=jobs, unit="job", desc=f"{prefix} seed", disable=not progress_bar) as bar:
             for chunk_start in range(0, jobs, BULK_CHUNK_JOBS):
                 count = min(BULK_CHUNK_JOBS, jobs - chunk_start)
+                # A chunk is thousands of jobs at once, not a request: no request's time limit.
+                session.execute(text("SET LOCAL statement_timeout = 0"))
                 checks_skipped = _skip_foreign_key_checks(session)
                 first_id = _reserve_ids(session, "jobs", count)
                 chunk = [
