@@ -44,7 +44,7 @@ from app.schemas.job_configuration import JobConfigurationCreate, JobConfigurati
 from app.schemas.webhook import WebhookCreate
 from app.services import api_keys as api_key_service
 from app.services import customers as customer_service
-from app.services import deadlines, job_contract
+from app.services import deadlines, job_contract, rollups
 from app.services import events as event_service
 from app.services import job_configurations as configuration_service
 from app.services import jobs as job_service
@@ -608,6 +608,8 @@ def seed_bulk(
                 totals["jobs"] += count
                 bar.update(count)
         elapsed = time.perf_counter() - started
+        if checks_skipped:  # and so the triggers that mark rolled-up periods: roll up anew
+            rollups.forget(session)
         session.execute(text("ANALYZE jobs, events, job_step_completions, job_step_errors"))
         session.commit()
     print(

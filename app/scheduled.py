@@ -10,11 +10,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.services import deadlines, housekeeping, login_throttle, webhook_delivery
+from app.services import deadlines, housekeeping, login_throttle, rollups, webhook_delivery
 from config import config
 from config.log import LOGGER_NAME
 
@@ -89,6 +89,28 @@ def deliver_webhooks(run: TaskRun) -> dict[str, int]:
     )
 
 
+# How long the roll-up waits for the transactions that write what it rolls up (see
+# rollups.wait_for_writers); new writers queue behind it meanwhile. Past it, this run rolls only
+# what was marked, and the next run tries again.
+WRITERS_TIMEOUT = timedelta(seconds=2)
+
+
+def roll_up_periods(run: TaskRun) -> dict[str, int]:
+    marked = run.in_batches(lambda session, limit: rollups.roll_marked(session, limit=limit))
+    with run.session_factory.begin() as session:
+        closed = rollups.close_periods(session, now=run.now)
+    for table in rollups.MARKED_TABLES:
+        with run.session_factory.begin() as session:
+            rollups.wait_for_writers(session, table=table, timeout=WRITERS_TIMEOUT)
+    rolled = 0
+    for _ in range(run.max_batches):
+        with run.session_factory.begin() as session:
+            if rollups.roll_forward(session, until=closed) is None:
+                break
+        rolled += 1
+    return {"marked_periods_rolled": marked, "stretches_rolled_forward": rolled}
+
+
 SCHEDULED_TASKS: dict[str, ScheduledTask] = {
     task.name: task
     for task in (
@@ -106,6 +128,11 @@ SCHEDULED_TASKS: dict[str, ScheduledTask] = {
             "deliver_webhooks",
             "send the webhook notifications that are due, retrying failures with backoff",
             deliver_webhooks,
+        ),
+        ScheduledTask(
+            "roll_up_periods",
+            "sum billing and funnel figures of closed days ahead; sum changed ones again",
+            roll_up_periods,
         ),
     )
 }

@@ -2,6 +2,7 @@
 of cutting them, in UTC or in a time zone. Billing and analytics both use it."""
 
 import enum
+import functools
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
@@ -107,3 +108,77 @@ def instant(value: datetime | date, zone: ZoneInfo) -> datetime:
     if isinstance(value, datetime):
         return value.astimezone(UTC)
     return local_midnight(value, zone)
+
+
+# How far apart the zone's offset is sampled to find its transitions: no zone changes its
+# offset twice within that.
+_SAMPLE = timedelta(hours=6)
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _offset(moment: datetime, zone: tzinfo) -> timedelta:
+    return moment.astimezone(zone).utcoffset() or timedelta()
+
+
+def _transition(before: datetime, after: datetime, zone: tzinfo) -> datetime:
+    """The first instant in (before, after] with `after`'s offset, to the microsecond."""
+    offset = _offset(before, zone)
+    while after - before > timedelta(microseconds=1):
+        middle = before + (after - before) // 2
+        if _offset(middle, zone) == offset:
+            before = middle
+        else:
+            after = middle
+    return after
+
+
+def uneven_buckets(
+    start: datetime, end: datetime, zone: ZoneInfo, grain: timedelta
+) -> list[datetime]:
+    """The starts of the buckets of `grain` (counted from 2000-01-01 UTC) that overlap
+    [start, end) and inside which the local date in `zone` changes: where the offset is no whole
+    number of grains (as in some zones before 1980), or a transition falls inside one. A period
+    cut in `zone` holds every other bucket whole."""
+    first = (start - (start - _EPOCH) % grain).year
+    return [
+        at
+        for year in range(first, min(end.year, YEARS[-1]) + 1)
+        for at in _uneven_buckets_of_year(zone, year, grain)
+        if start - grain < at < end
+    ]
+
+
+@functools.lru_cache(maxsize=4096)
+def _uneven_buckets_of_year(zone: ZoneInfo, year: int, grain: timedelta) -> tuple[datetime, ...]:
+    """uneven_buckets of one UTC year (a zone's rules never change for a process)."""
+    start = datetime(year, 1, 1, tzinfo=UTC)
+    end = datetime(year + 1, 1, 1, tzinfo=UTC)
+    found: set[datetime] = set()
+
+    def bucket(moment: datetime) -> datetime:
+        return moment - (moment - _EPOCH) % grain
+
+    def day_changes(segment_start: datetime, segment_end: datetime, offset: timedelta) -> None:
+        """Midnights passed at a fixed offset; on the grain's grid when the offset is."""
+        if offset % grain == timedelta():
+            return
+        local = (segment_start + offset).replace(tzinfo=None)
+        midnight = datetime.combine(local.date() + timedelta(days=1), time())
+        while (at := (midnight - offset).replace(tzinfo=UTC)) < segment_end:
+            if at != bucket(at):
+                found.add(bucket(at))
+            midnight += timedelta(days=1)
+
+    segment_start = point = start
+    while point < end:
+        following = min(point + _SAMPLE, end)
+        if _offset(following, zone) != _offset(point, zone):
+            change = _transition(point, following, zone)
+            day_changes(segment_start, change, _offset(point, zone))
+            before = (change - timedelta(microseconds=1)).astimezone(zone).date()
+            if change != bucket(change) and before != change.astimezone(zone).date():
+                found.add(bucket(change))
+            segment_start = change
+        point = following
+    day_changes(segment_start, end, _offset(end - timedelta(microseconds=1), zone))
+    return tuple(sorted(found))

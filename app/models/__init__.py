@@ -7,6 +7,17 @@ from app.models.event import Event, EventKind
 from app.models.job import Job, JobStatus, JobStepCompletion, JobStepError, JobStepTiming
 from app.models.job_configuration import JobConfiguration, JobConfigurationStep
 from app.models.login_failure import LoginFailure
+from app.models.rollup import (
+    ALL_CUSTOMERS,
+    FunnelErrorRollup,
+    FunnelJobRollup,
+    FunnelRollupMark,
+    FunnelStepRollup,
+    Level,
+    RollupState,
+    UsageRollup,
+    UsageRollupMark,
+)
 from app.models.user import Role, User
 from app.models.user_session import UserSession
 from app.models.webhook import (
@@ -18,12 +29,17 @@ from app.models.webhook import (
 )
 
 __all__ = [
+    "ALL_CUSTOMERS",
     "ApiKey",
     "Base",
     "Customer",
     "DeliveryStatus",
     "Event",
     "EventKind",
+    "FunnelErrorRollup",
+    "FunnelJobRollup",
+    "FunnelRollupMark",
+    "FunnelStepRollup",
     "Job",
     "JobConfiguration",
     "JobConfigurationStep",
@@ -31,9 +47,13 @@ __all__ = [
     "JobStepCompletion",
     "JobStepError",
     "JobStepTiming",
+    "Level",
     "LoginFailure",
     "Role",
+    "RollupState",
     "Scope",
+    "UsageRollup",
+    "UsageRollupMark",
     "User",
     "UserSession",
     "WebhookAttempt",

@@ -7,7 +7,6 @@ completion of each step (`job_step_completions`) and the errors counted per step
 """
 
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, cast, func, select, true, tuple_
@@ -21,7 +20,6 @@ from app.models import (
     JobConfiguration,
     JobStatus,
     JobStepCompletion,
-    JobStepError,
 )
 from app.models.job_configuration import JobConfigurationStep, Money
 from app.schemas.analytics import (
@@ -34,6 +32,7 @@ from app.schemas.analytics import (
     StepAnalytics,
     StepFunnel,
 )
+from app.services import rollups
 from app.services.access import Caller, report_customer, require_admin
 from app.services.job_configurations import get_configuration
 
@@ -106,31 +105,6 @@ def job_analytics(
     )
 
 
-@dataclass(frozen=True)
-class _Cohort:
-    """The jobs a funnel follows: of one configuration version, created in [start, end), of one
-    customer or of every one (None)."""
-
-    configuration_id: int
-    start: datetime
-    end: datetime
-    customer_id: int | None
-
-    def where(
-        self,
-        configuration_id: InstrumentedAttribute[int],
-        created_at: InstrumentedAttribute[datetime],
-        customer_id: InstrumentedAttribute[int],
-    ) -> list[ColumnElement[bool]]:
-        """The cohort, on a table's copies of the job's configuration, creation and customer."""
-        return [
-            configuration_id == self.configuration_id,
-            created_at >= self.start,
-            created_at < self.end,
-            _of_customer(customer_id, self.customer_id),
-        ]
-
-
 def step_funnel(
     session: Session,
     *,
@@ -145,11 +119,12 @@ def step_funnel(
     [start, end): how many reached it, completed it or failed at it, and how long it took.
 
     Three aggregates, none of them a sort: the jobs, the completions counted by step and by
-    bucket of their time (`quantiles`), and the errors counted by step."""
+    bucket of their time (`quantiles`), and the errors counted by step; each from the rollups
+    where they are valid, else live (`rollups.funnel_counts`)."""
     check_range(start, end)
     customer = report_customer(session, caller=caller, customer_id=customer_id)
     configuration = get_configuration(session, tag=tag, version=version)
-    cohort = _Cohort(configuration.id, start, end, customer)
+    cohort = rollups.Cohort(configuration.id, start, end, customer)
     jobs = _cohort_size(session, cohort)
     timings = _completion_timings(session, cohort)
     errors = _errors_by_step(session, cohort)
@@ -165,48 +140,26 @@ def step_funnel(
     )
 
 
-def _cohort_size(session: Session, cohort: _Cohort) -> int:
-    jobs = session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(*cohort.where(Job.configuration_id, Job.created_at, Job.customer_id))
-    )
-    return jobs or 0
+def _cohort_size(session: Session, cohort: rollups.Cohort) -> int:
+    rows = rollups.funnel_counts(session, cohort, rollups.JOBS)
+    return int(rows[0][0] or 0) if rows else 0
 
 
 def _completion_timings(
-    session: Session, cohort: _Cohort
+    session: Session, cohort: rollups.Cohort
 ) -> defaultdict[int, list[tuple[int, int]]]:
     """Per step, its completions counted by bucket of their time: (bucket, count) pairs."""
-    completion = JobStepCompletion
     timings: defaultdict[int, list[tuple[int, int]]] = defaultdict(list)
-    for step_id, bucket, count in session.execute(
-        select(completion.step_id, completion.seconds_bucket, func.count())
-        .where(
-            *cohort.where(
-                completion.configuration_id, completion.job_created_at, completion.customer_id
-            )
-        )
-        .group_by(completion.step_id, completion.seconds_bucket)
-    ):
-        timings[step_id].append((bucket, count))
+    for step_id, bucket, count in rollups.funnel_counts(session, cohort, rollups.COMPLETIONS):
+        timings[step_id].append((bucket, int(count)))
     return timings
 
 
-def _errors_by_step(session: Session, cohort: _Cohort) -> dict[int, tuple[int, int]]:
-    """Per step: the error events naming it, and the jobs that failed at it and never completed
-    it (they reached it too)."""
-    error = JobStepError
-    rows = session.execute(
-        select(
-            error.step_id,
-            func.sum(error.error_count),
-            func.count().filter(error.step_completed.is_(False)),
-        )
-        .where(*cohort.where(error.configuration_id, error.job_created_at, error.customer_id))
-        .group_by(error.step_id)
-    )
-    return {step_id: (int(errors), failed_only) for step_id, errors, failed_only in rows}
+def _errors_by_step(session: Session, cohort: rollups.Cohort) -> dict[int, tuple[int, int]]:
+    """Per step: the error events naming it, and the jobs that failed at it and never
+    completed it (they reached it too)."""
+    rows = rollups.funnel_counts(session, cohort, rollups.ERRORS)
+    return {step_id: (int(errors), int(failed_only)) for step_id, errors, failed_only in rows}
 
 
 def _step_analytics(

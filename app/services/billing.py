@@ -5,25 +5,19 @@ with the cost it was billed at) and the job rows, never the events. A step is bi
 in which it completed, so an invoice's total is the usage cost of its month.
 """
 
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import (
-    ColumnElement,
     DateTime,
-    Integer,
     Select,
-    SQLColumnExpression,
     func,
-    literal,
     select,
-    union_all,
 )
 from sqlalchemy.exc import DataError
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import Session
 
 from app.internal.errors import InvalidInput
 from app.internal.periods import (
@@ -37,15 +31,15 @@ from app.internal.periods import (
 )
 from app.models import (
     Customer,
-    Job,
     JobConfiguration,
     JobConfigurationStep,
-    JobStatus,
     JobStepCompletion,
 )
 from app.schemas.billing import Invoice, InvoiceLine, Usage, UsageFigures, UsageRow
+from app.services import rollups
 from app.services.access import Caller, report_customer
 from app.services.customers import get_customer
+from app.services.rollups import USAGE_FIGURES, BillingScope
 
 # Zones PostgreSQL has said it knows, for the life of the process.
 _zones_known_to_database: set[str] = set()
@@ -70,98 +64,25 @@ def time_zone(session: Session, name: str) -> ZoneInfo:
     return zone
 
 
-@dataclass(frozen=True)
-class BillingScope:
-    """Which rows a report counts: a time range, a customer or all, a configuration tag or all."""
-
-    start: datetime
-    end: datetime
-    customer_id: int | None
-    tag: str | None
-
-    def where(
-        self,
-        moment: InstrumentedAttribute[Any],
-        customer_id: InstrumentedAttribute[int],
-        configuration_id: InstrumentedAttribute[int],
-    ) -> list[ColumnElement[bool]]:
-        clauses = [moment >= self.start, moment < self.end]
-        if self.customer_id is not None:
-            clauses.append(customer_id == self.customer_id)
-        if self.tag is not None:
-            clauses.append(
-                configuration_id.in_(
-                    select(JobConfiguration.id).where(JobConfiguration.tag == self.tag)
-                )
-            )
-        return clauses
-
-
-_FIGURES = ("jobs_started", "jobs_completed", "jobs_failed", "steps_completed", "points", "cost")
-
-
-def _facts(
-    customer_id: InstrumentedAttribute[int],
-    moment: InstrumentedAttribute[Any],
-    *,
-    counts: str,
-    points: InstrumentedAttribute[int] | None = None,
-    cost: InstrumentedAttribute[Decimal] | None = None,
-) -> list[SQLColumnExpression[Any]]:
-    """The columns of one kind of fact: its customer, its time, 1 in the figure it counts."""
-    values: dict[str, SQLColumnExpression[Any]] = {name: literal(0, Integer) for name in _FIGURES}
-    values[counts] = literal(1, Integer)
-    if points is not None:
-        values["points"] = points
-    if cost is not None:
-        values["cost"] = cost
-    return [customer_id, moment.label("at"), *(value.label(name) for name, value in values.items())]
-
-
 def usage_statement(
-    scope: BillingScope, *, interval: Interval, tz: str
+    scope: BillingScope, *, interval: Interval, tz: str, zone: ZoneInfo
 ) -> Select[*tuple[Any, ...]]:
     """One row per customer and period with something in it. Every fact (a job started, completed
-    or failed; a step completed) is one row of a UNION ALL at its time; the outer query cuts the
-    times into periods in `tz` and adds them up. Each part is an index range scan on its time."""
-
-    def jobs(moment: InstrumentedAttribute[Any]) -> list[ColumnElement[bool]]:
-        return scope.where(moment, Job.customer_id, Job.configuration_id)
-
-    completions = scope.where(
-        JobStepCompletion.completed_at,
-        JobStepCompletion.customer_id,
-        JobStepCompletion.configuration_id,
-    )
-    facts = union_all(
-        select(*_facts(Job.customer_id, Job.created_at, counts="jobs_started")).where(
-            *jobs(Job.created_at)
-        ),
-        select(*_facts(Job.customer_id, Job.completed_at, counts="jobs_completed")).where(
-            *jobs(Job.completed_at)
-        ),
-        select(*_facts(Job.customer_id, Job.last_event_at, counts="jobs_failed")).where(
-            *jobs(Job.last_event_at), Job.status == JobStatus.FAILED
-        ),
-        select(
-            *_facts(
-                JobStepCompletion.customer_id,
-                JobStepCompletion.completed_at,
-                counts="steps_completed",
-                points=JobStepCompletion.points,
-                cost=JobStepCompletion.cost,
-            )
-        ).where(*completions),
-    ).subquery("facts")
+    or failed; a step completed; a rollup of a quarter hour's) is one row of a UNION ALL at its
+    time (`rollups.usage_facts`); this query cuts the times into periods in `tz` and adds them
+    up."""
+    facts = rollups.usage_facts(scope, zone)
     local_period = func.date_trunc(interval.value, func.timezone(tz, facts.c.at), type_=DateTime())
     by_period = select(
-        facts.c.customer_id, local_period.label("period"), *(facts.c[name] for name in _FIGURES)
+        facts.c.customer_id,
+        local_period.label("period"),
+        *(facts.c[name] for name in USAGE_FIGURES),
     ).subquery("by_period")
     totals = (
         select(
             by_period.c.period,
             by_period.c.customer_id,
-            *(func.sum(by_period.c[name]).label(name) for name in _FIGURES),
+            *(func.sum(by_period.c[name]).label(name) for name in USAGE_FIGURES),
         )
         .group_by(by_period.c.period, by_period.c.customer_id)
         .subquery("totals")
@@ -172,7 +93,7 @@ def usage_statement(
             period_start.label("period_start"),
             totals.c.customer_id,
             Customer.name.label("customer_name"),
-            *(totals.c[name] for name in _FIGURES),
+            *(totals.c[name] for name in USAGE_FIGURES),
         )
         .join_from(totals, Customer, Customer.id == totals.c.customer_id)
         .order_by(totals.c.period, totals.c.customer_id)
@@ -202,7 +123,7 @@ def get_usage(
     )
     rows = [
         UsageRow.model_validate({**row._mapping, "period_start": row.period_start.astimezone(zone)})
-        for row in session.execute(usage_statement(scope, interval=interval, tz=tz))
+        for row in session.execute(usage_statement(scope, interval=interval, tz=tz, zone=zone))
     ]
     return Usage(
         from_=start_at.astimezone(zone),
@@ -213,7 +134,7 @@ def get_usage(
         tag=tag,
         rows=rows,
         totals=UsageFigures.model_validate(
-            {name: sum((getattr(row, name) for row in rows), start=0) for name in _FIGURES}
+            {name: sum((getattr(row, name) for row in rows), start=0) for name in USAGE_FIGURES}
         ),
     )
 
@@ -227,7 +148,7 @@ def invoice_statement(scope: BillingScope) -> Select[*tuple[Any, ...]]:
             func.count().label("quantity"),
         )
         .where(
-            *scope.where(
+            *scope.during(
                 JobStepCompletion.completed_at,
                 JobStepCompletion.customer_id,
                 JobStepCompletion.configuration_id,
