@@ -104,7 +104,7 @@ def test_a_writer_in_flight_at_the_close_is_waited_for_and_counted() -> None:
     # uncommitted when the task closes the day and rolls it up.
     writer = config.database.SessionLocal()
     complete(writer, job_id, "b", DAY_ONE + timedelta(hours=1))
-    outcome: dict[str, object] = {}
+    outcome: dict[str, int] = {}
     task = threading.Thread(
         target=lambda: outcome.update(run_task("roll_up_periods", now=NOW)), daemon=True
     )
