@@ -6,9 +6,8 @@ they reach; and the marks that tell reads and the roll-up task which closed peri
 
 Triggers mark, in the writer's transaction, every change to what a rollup counts that falls
 before `closed_until`: on jobs (creation and completion times), job_step_completions and
-job_step_errors. They are statement triggers with transition tables, so a batch of events or a
-bulk insert marks once per statement, except the one on updates of jobs: every event updates its
-job, and a row trigger with a WHEN clause costs nothing unless the times it names change.
+job_step_errors. They are row triggers whose WHEN clause lets through only rows old enough to be
+in a closed period (see CLOSE_AFTER): the events of the hot path, on time, call no function.
 
 Revision ID: e7f1a2b3c4d5
 Revises: d5e8b2c4a1f3
@@ -27,6 +26,12 @@ depends_on: str | Sequence[str] | None = None
 
 MONEY = sa.Numeric(18, 4)
 
+# A row can only be in a closed period if its time is older than this: the task closes the days
+# that ended CLOSE_AFTER (app/services/rollups.py) before its own clock, and a trigger that fires
+# after the close reads a later clock. So the triggers' WHEN clauses skip, without a function
+# call, every row of an event that is on time: the hot path pays nothing for the rollups.
+CLOSE_AFTER = "1 day"
+
 FUNCTIONS = r"""
 -- The quarter hour (UTC) that holds a moment: the grain of the usage rollups.
 CREATE FUNCTION rollup_bucket(at timestamptz) RETURNS timestamptz
@@ -34,9 +39,11 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT date_bin('15 minutes', at, timestamptz '2000-01-01 00:00:00+00')
 $$;
 
--- The marks for changed rows of jobs (`changed`: their old or new versions): the quarter hours
--- of their creation and completion, the days of their creation, when closed.
-CREATE FUNCTION mark_rollups_of_jobs(changed jsonb) RETURNS void
+-- Marks for a row as it was or is: the quarter hours of the usage it counts (`usage_times`),
+-- the day of its job's creation (the funnel), where they are closed.
+CREATE FUNCTION mark_rollups(
+    usage_times timestamptz[], configuration_id bigint, job_created_at timestamptz
+) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     closed timestamptz := (SELECT closed_until FROM rollup_state);
@@ -45,100 +52,75 @@ BEGIN
         RETURN;
     END IF;
     INSERT INTO usage_rollup_marks (bucket_at)
-    SELECT DISTINCT rollup_bucket(t.at)
-    FROM jsonb_to_recordset(changed) AS j(created_at timestamptz, completed_at timestamptz),
-        LATERAL (VALUES (j.created_at), (j.completed_at)) AS t(at)
-    WHERE t.at < closed;
-    INSERT INTO funnel_rollup_marks (configuration_id, day)
-    SELECT DISTINCT j.configuration_id, date_trunc('day', j.created_at, 'UTC')
-    FROM jsonb_to_recordset(changed) AS j(configuration_id bigint, created_at timestamptz)
-    WHERE j.created_at < closed;
-END
-$$;
-
-CREATE FUNCTION mark_rollups_of_job_rows() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_LEVEL = 'ROW' THEN  -- an update that moved one of the times
-        PERFORM mark_rollups_of_jobs(jsonb_build_array(to_jsonb(OLD), to_jsonb(NEW)));
-    ELSIF TG_OP = 'INSERT' THEN
-        PERFORM mark_rollups_of_jobs(
-            (SELECT jsonb_agg(jsonb_build_object('configuration_id', n.configuration_id,
-                'created_at', n.created_at, 'completed_at', n.completed_at))
-             FROM new_rows n));
-    ELSE
-        PERFORM mark_rollups_of_jobs(
-            (SELECT jsonb_agg(jsonb_build_object('configuration_id', o.configuration_id,
-                'created_at', o.created_at, 'completed_at', o.completed_at))
-             FROM old_rows o));
+    SELECT DISTINCT rollup_bucket(t.at) FROM unnest(usage_times) AS t(at) WHERE t.at < closed;
+    IF job_created_at < closed THEN
+        INSERT INTO funnel_rollup_marks (configuration_id, day)
+        VALUES (configuration_id, date_trunc('day', job_created_at, 'UTC'));
     END IF;
-    RETURN NULL;
 END
 $$;
 
--- Completions and errors: the quarter hours of completion (usage), the days of the job's
--- creation (the funnel), of the rows as they were and as they are.
-CREATE FUNCTION mark_rollups_of_step_rows() RETURNS trigger
+CREATE FUNCTION mark_rollups_of_row() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    closed timestamptz := (SELECT closed_until FROM rollup_state);
 BEGIN
-    IF closed IS NULL THEN
-        RETURN NULL;
+    IF TG_OP <> 'INSERT' THEN
+        IF TG_TABLE_NAME = 'jobs' THEN
+            PERFORM mark_rollups(ARRAY[OLD.created_at, OLD.completed_at], OLD.configuration_id,
+                                 OLD.created_at);
+        ELSIF TG_TABLE_NAME = 'job_step_completions' THEN
+            PERFORM mark_rollups(ARRAY[OLD.completed_at], OLD.configuration_id,
+                                 OLD.job_created_at);
+        ELSE
+            PERFORM mark_rollups(ARRAY[]::timestamptz[], OLD.configuration_id,
+                                 OLD.job_created_at);
+        END IF;
     END IF;
     IF TG_OP <> 'DELETE' THEN
-        IF TG_TABLE_NAME = 'job_step_completions' THEN
-            INSERT INTO usage_rollup_marks (bucket_at)
-            SELECT DISTINCT rollup_bucket(n.completed_at) FROM new_rows n
-            WHERE n.completed_at < closed;
+        IF TG_TABLE_NAME = 'jobs' THEN
+            PERFORM mark_rollups(ARRAY[NEW.created_at, NEW.completed_at], NEW.configuration_id,
+                                 NEW.created_at);
+        ELSIF TG_TABLE_NAME = 'job_step_completions' THEN
+            PERFORM mark_rollups(ARRAY[NEW.completed_at], NEW.configuration_id,
+                                 NEW.job_created_at);
+        ELSE
+            PERFORM mark_rollups(ARRAY[]::timestamptz[], NEW.configuration_id,
+                                 NEW.job_created_at);
         END IF;
-        INSERT INTO funnel_rollup_marks (configuration_id, day)
-        SELECT DISTINCT n.configuration_id, date_trunc('day', n.job_created_at, 'UTC')
-        FROM new_rows n WHERE n.job_created_at < closed;
-    END IF;
-    IF TG_OP <> 'INSERT' THEN
-        IF TG_TABLE_NAME = 'job_step_completions' THEN
-            INSERT INTO usage_rollup_marks (bucket_at)
-            SELECT DISTINCT rollup_bucket(o.completed_at) FROM old_rows o
-            WHERE o.completed_at < closed;
-        END IF;
-        INSERT INTO funnel_rollup_marks (configuration_id, day)
-        SELECT DISTINCT o.configuration_id, date_trunc('day', o.job_created_at, 'UTC')
-        FROM old_rows o WHERE o.job_created_at < closed;
     END IF;
     RETURN NULL;
 END
 $$;
 """
 
-TRIGGERS = r"""
-CREATE TRIGGER mark_rollups_on_insert AFTER INSERT ON jobs
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mark_rollups_of_job_rows();
-CREATE TRIGGER mark_rollups_on_delete AFTER DELETE ON jobs
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mark_rollups_of_job_rows();
-CREATE TRIGGER mark_rollups_on_update AFTER UPDATE ON jobs
-    FOR EACH ROW WHEN (
-        OLD.created_at IS DISTINCT FROM NEW.created_at
-        OR OLD.completed_at IS DISTINCT FROM NEW.completed_at
-        OR OLD.customer_id IS DISTINCT FROM NEW.customer_id
-        OR OLD.configuration_id IS DISTINCT FROM NEW.configuration_id)
-    EXECUTE FUNCTION mark_rollups_of_job_rows();
-"""
+# Per table: the times a row is counted at, and the columns whose change matters to a rollup.
+MARKED = {
+    "jobs": (("created_at", "completed_at"), ("created_at", "completed_at", "customer_id",
+                                              "configuration_id")),
+    "job_step_completions": (("completed_at", "job_created_at"), ("completed_at",
+                                                                  "seconds_bucket")),
+    "job_step_errors": (("job_created_at",), ("error_count", "step_completed")),
+}  # fmt: skip
 
-STEP_TABLES = ("job_step_completions", "job_step_errors")
-STEP_TRIGGERS = r"""
-CREATE TRIGGER mark_rollups_on_insert AFTER INSERT ON {table}
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mark_rollups_of_step_rows();
-CREATE TRIGGER mark_rollups_on_update AFTER UPDATE ON {table}
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mark_rollups_of_step_rows();
-CREATE TRIGGER mark_rollups_on_delete AFTER DELETE ON {table}
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION mark_rollups_of_step_rows();
-"""
+
+def _old_enough(row: str, times: tuple[str, ...]) -> str:
+    return " OR ".join(
+        f"{row}.{time} < clock_timestamp() - interval '{CLOSE_AFTER}'" for time in times
+    )
+
+
+def _triggers(table: str) -> list[str]:
+    times, changes = MARKED[table]
+    changed = " OR ".join(f"OLD.{name} IS DISTINCT FROM NEW.{name}" for name in changes)
+    when = {
+        "insert": f"({_old_enough('NEW', times)})",
+        "update": f"(({changed}) AND ({_old_enough('OLD', times)} OR {_old_enough('NEW', times)}))",
+        "delete": f"({_old_enough('OLD', times)})",
+    }
+    return [
+        f"CREATE TRIGGER mark_rollups_on_{operation} AFTER {operation.upper()} ON {table}"
+        f" FOR EACH ROW WHEN {condition} EXECUTE FUNCTION mark_rollups_of_row()"
+        for operation, condition in when.items()
+    ]
 
 
 def _funnel_key() -> list[sa.Column[object]]:
@@ -266,18 +248,17 @@ def upgrade() -> None:
     )
 
     op.execute(FUNCTIONS)
-    op.execute(TRIGGERS)
-    for table in STEP_TABLES:
-        op.execute(STEP_TRIGGERS.format(table=table))
+    for table in MARKED:
+        for trigger in _triggers(table):
+            op.execute(trigger)
 
 
 def downgrade() -> None:
-    for table in ("jobs", *STEP_TABLES):
+    for table in MARKED:
         for operation in ("insert", "update", "delete"):
             op.execute(f"DROP TRIGGER mark_rollups_on_{operation} ON {table}")
-    op.execute("DROP FUNCTION mark_rollups_of_step_rows()")
-    op.execute("DROP FUNCTION mark_rollups_of_job_rows()")
-    op.execute("DROP FUNCTION mark_rollups_of_jobs(jsonb)")
+    op.execute("DROP FUNCTION mark_rollups_of_row()")
+    op.execute("DROP FUNCTION mark_rollups(timestamptz[], bigint, timestamptz)")
     op.execute("DROP FUNCTION rollup_bucket(timestamptz)")
     for table in (
         "funnel_rollup_marks",
