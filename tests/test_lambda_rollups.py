@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.internal.periods import Interval
 from app.main import handler
-from app.models import EventKind, RollupState, UsageRollup
+from app.models import EventKind, RollupState, UsageLevel, UsageRollup
 from app.scheduled import run_task
 from app.schemas.event import EventCreate
 from app.services import billing, job_contract
@@ -84,7 +84,9 @@ def test_a_schedule_rolls_closed_days_up_once() -> None:
         assert state.closed_until is not None
         assert state.closed_until > DAY_ONE
         assert session.scalar(
-            select(func.sum(UsageRollup.cost)).where(UsageRollup.customer_id == customer_id)
+            select(func.sum(UsageRollup.cost)).where(
+                UsageRollup.customer_id == customer_id, UsageRollup.level == UsageLevel.DAY
+            )
         ) == Decimal("2.5")
     assert usage_cost(customer_id) == (Decimal("2.5"), Decimal("2.5"))
     # A step done late, on the rolled-up day: marked, read live, then rolled up again.

@@ -1,8 +1,8 @@
 """Rollups of closed periods
 
-Usage per quarter hour, customer and configuration version; the steps funnel per configuration
-version, day or month of job creation, and customer (or all of them); `rollup_state`, how far
-they reach; and the marks that tell reads and the roll-up task which closed periods changed.
+Usage per quarter hour, hour and day (UTC), customer and configuration version; the steps
+funnel per configuration version, day or month of job creation, and customer (or all of them);
+`rollup_state`, how far they reach; and the marks that tell reads and the roll-up task which closed periods changed.
 
 Triggers mark, in the writer's transaction, every change to what a rollup counts that falls
 before `closed_until`: on jobs (creation and completion times), job_step_completions and
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "e7f1a2b3c4d5"
 down_revision: str | None = "d5e8b2c4a1f3"
@@ -155,8 +156,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rollup_state")),
     )
     op.execute("INSERT INTO rollup_state (id) VALUES (1)")
+    usage_level = sa.Enum("quarter_hour", "hour", "day", name="usage_level")
+    usage_level.create(op.get_bind())
     op.create_table(
         "usage_rollups",
+        sa.Column(
+            "level",
+            sa.Enum("quarter_hour", "hour", "day", name="usage_level", create_type=False),
+            nullable=False,
+        ),
         sa.Column("bucket_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("customer_id", sa.BigInteger(), nullable=False),
         sa.Column("configuration_id", sa.BigInteger(), nullable=False),
@@ -173,11 +181,13 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint(
-            "bucket_at", "customer_id", "configuration_id", name=op.f("pk_usage_rollups")
+            "level", "bucket_at", "customer_id", "configuration_id", name=op.f("pk_usage_rollups")
         ),
     )
     op.create_index(
-        "ix_usage_rollups_customer_id_bucket_at", "usage_rollups", ["customer_id", "bucket_at"]
+        "ix_usage_rollups_level_customer_id_bucket_at",
+        "usage_rollups",
+        ["level", "customer_id", "bucket_at"],
     )
     op.create_table(
         "usage_rollup_marks",
@@ -205,8 +215,8 @@ def upgrade() -> None:
         "funnel_step_rollups",
         *_funnel_key(),
         sa.Column("step_id", sa.BigInteger(), nullable=False),
-        sa.Column("seconds_bucket", sa.Integer(), nullable=False),
-        sa.Column("completions", sa.Integer(), nullable=False),
+        sa.Column("seconds_buckets", postgresql.ARRAY(sa.Integer()), nullable=False),
+        sa.Column("completions", postgresql.ARRAY(sa.Integer()), nullable=False),
         _configuration_key("funnel_step_rollups"),
         sa.PrimaryKeyConstraint(
             "configuration_id",
@@ -214,7 +224,6 @@ def upgrade() -> None:
             "customer_id",
             "period_start",
             "step_id",
-            "seconds_bucket",
             name=op.f("pk_funnel_step_rollups"),
         ),
     )
@@ -271,3 +280,4 @@ def downgrade() -> None:
     ):
         op.drop_table(table)
     op.execute("DROP TYPE rollup_level")
+    op.execute("DROP TYPE usage_level")

@@ -15,6 +15,7 @@ from app.models.rollup import (
     FunnelStepRollup,
     Level,
     RollupState,
+    UsageLevel,
     UsageRollup,
     UsageRollupMark,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "Role",
     "RollupState",
     "Scope",
+    "UsageLevel",
     "UsageRollup",
     "UsageRollupMark",
     "User",

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     SmallInteger,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, IdMixin
@@ -44,18 +45,31 @@ class RollupState(Base):
     rolled_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class UsageLevel(enum.StrEnum):
+    """The grains of the usage rollups, in UTC. A read uses the coarsest whose buckets each fall
+    whole into one period of its zone: days for UTC, hours for zones with whole-hour offsets,
+    quarter hours for the others."""
+
+    QUARTER_HOUR = "quarter_hour"
+    HOUR = "hour"
+    DAY = "day"
+
+
 class UsageRollup(Base):
-    """What billing counts in one quarter hour (UTC) of one customer and configuration version:
-    jobs created and completed, steps completed, their points and cost. A quarter hour lies in
-    one local day of every zone whose offset is a whole number of quarter hours, which every
-    zone's is today (half-hour and 45-minute ones included)."""
+    """What billing counts in one bucket (UTC) of one customer and configuration version: jobs
+    created and completed, steps completed, their points and cost. Quarter hours are summed
+    from the per-step tables, hours and days from the quarter hours."""
 
     __tablename__ = "usage_rollups"
     __table_args__ = (
         # Usage of one customer over a range (the primary key serves all customers).
-        Index("ix_usage_rollups_customer_id_bucket_at", "customer_id", "bucket_at"),
+        Index("ix_usage_rollups_level_customer_id_bucket_at", "level", "customer_id", "bucket_at"),
     )
 
+    level: Mapped[UsageLevel] = mapped_column(
+        Enum(UsageLevel, name="usage_level", values_callable=lambda s: [m.value for m in s]),
+        primary_key=True,
+    )
     bucket_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     customer_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
@@ -109,13 +123,15 @@ class FunnelJobRollup(FunnelRollupMixin, Base):
 
 
 class FunnelStepRollup(FunnelRollupMixin, Base):
-    """The cohort's completions of one step, counted by bucket of their time."""
+    """The cohort's completions of one step, as a histogram of their times: the buckets
+    (app.internal.quantiles) in order, and the count of each. One row per step, not per
+    bucket: a month of a step is one row to read instead of hundreds."""
 
     __tablename__ = "funnel_step_rollups"
 
     step_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    seconds_bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
-    completions: Mapped[int] = mapped_column(Integer)
+    seconds_buckets: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    completions: Mapped[list[int]] = mapped_column(ARRAY(Integer))
 
 
 class FunnelErrorRollup(FunnelRollupMixin, Base):

@@ -38,8 +38,8 @@ from sqlalchemy import (
     Select,
     SQLColumnExpression,
     Subquery,
-    and_,
     bindparam,
+    cast,
     column,
     delete,
     exists,
@@ -57,7 +57,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.internal.periods import Interval, next_period, period_start, uneven_buckets
@@ -74,6 +74,7 @@ from app.models import (
     JobStepError,
     Level,
     RollupState,
+    UsageLevel,
     UsageRollup,
     UsageRollupMark,
 )
@@ -85,8 +86,12 @@ DAY = timedelta(days=1)
 MARKED_TABLES = ("jobs", "job_step_completions", "job_step_errors")
 
 
+# Where buckets are counted from (a Saturday midnight, UTC: days and shorter grains align).
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def _floor(moment: datetime, grain: timedelta) -> datetime:
-    return moment - (moment - datetime(2000, 1, 1, tzinfo=UTC)) % grain
+    return moment - (moment - _EPOCH) % grain
 
 
 def _ceil(moment: datetime, grain: timedelta) -> datetime:
@@ -168,38 +173,44 @@ def _facts(
     ]
 
 
-def _live_usage(ranges: Subquery, scope: BillingScope) -> list[Any]:
+def _for_each(outer: Any, inner: Select[Any], name: str) -> Select[Any]:
+    """`inner`, which refers to `outer`'s columns, run once per row of `outer`: a LATERAL
+    subquery with OFFSET 0, which the planner may not merge into a join, so that each range or
+    period is an index range scan whatever the tables' statistics say."""
+    each = inner.offset(0).lateral(name)
+    return select(*each.c).select_from(outer).join(each, true())
+
+
+def _live_usage(ranges: Subquery, scope: BillingScope) -> list[Select[Any]]:
     """What billing counts, from the job rows and the step completions, in `ranges` (lo, hi)."""
 
-    def within(moment: InstrumentedAttribute[Any]) -> ColumnElement[bool]:
-        return and_(moment >= ranges.c.lo, moment < ranges.c.hi)
+    def within(moment: InstrumentedAttribute[Any]) -> list[ColumnElement[bool]]:
+        return [moment >= ranges.c.lo, moment < ranges.c.hi]
 
     completion = JobStepCompletion
+    started = select(
+        *_facts(Job.customer_id, Job.configuration_id, Job.created_at, counts="jobs_started")
+    ).where(*within(Job.created_at), *scope.where(Job.customer_id, Job.configuration_id))
+    completed = select(
+        *_facts(Job.customer_id, Job.configuration_id, Job.completed_at, counts="jobs_completed")
+    ).where(*within(Job.completed_at), *scope.where(Job.customer_id, Job.configuration_id))
+    steps = select(
+        *_facts(
+            completion.customer_id,
+            completion.configuration_id,
+            completion.completed_at,
+            counts="steps_completed",
+            points=completion.points,
+            cost=completion.cost,
+        )
+    ).where(
+        *within(completion.completed_at),
+        *scope.where(completion.customer_id, completion.configuration_id),
+    )
     return [
-        select(
-            *_facts(Job.customer_id, Job.configuration_id, Job.created_at, counts="jobs_started")
-        )
-        .join_from(ranges, Job, within(Job.created_at))
-        .where(*scope.where(Job.customer_id, Job.configuration_id)),
-        select(
-            *_facts(
-                Job.customer_id, Job.configuration_id, Job.completed_at, counts="jobs_completed"
-            )
-        )
-        .join_from(ranges, Job, within(Job.completed_at))
-        .where(*scope.where(Job.customer_id, Job.configuration_id)),
-        select(
-            *_facts(
-                completion.customer_id,
-                completion.configuration_id,
-                completion.completed_at,
-                counts="steps_completed",
-                points=completion.points,
-                cost=completion.cost,
-            )
-        )
-        .join_from(ranges, completion, within(completion.completed_at))
-        .where(*scope.where(completion.customer_id, completion.configuration_id)),
+        _for_each(ranges, started, "started"),
+        _for_each(ranges, completed, "completed"),
+        _for_each(ranges, steps, "steps"),
     ]
 
 
@@ -229,24 +240,42 @@ def _rolled_until() -> ScalarSelect[datetime | None]:
     return select(RollupState.rolled_until).scalar_subquery()
 
 
+# The usage rollups' grains, coarsest first.
+USAGE_LEVELS = (
+    (UsageLevel.DAY, timedelta(days=1)),
+    (UsageLevel.HOUR, timedelta(hours=1)),
+    (UsageLevel.QUARTER_HOUR, GRAIN),
+)
+
+
+def _usage_level(start: datetime, end: datetime, zone: ZoneInfo) -> tuple[UsageLevel, timedelta]:
+    """The coarsest grain whose buckets in [start, end) each lie in one local day of `zone`;
+    quarter hours if none (their exceptions are read live)."""
+    for level, grain in USAGE_LEVELS[:-1]:
+        if not uneven_buckets(start, end, zone, grain):
+            return level, grain
+    return USAGE_LEVELS[-1]
+
+
 def usage_facts(scope: BillingScope, zone: ZoneInfo) -> Subquery:
     """Every fact billing counts in the scope, a row each (customer_id, at, and the figures),
-    where a rollup row stands for the facts of its quarter hour at its start: the rolled-up
-    quarter hours inside the range that are valid, live facts for the rest."""
-    middle_start, middle_end = _ceil(scope.start, GRAIN), _floor(scope.end, GRAIN)
+    where a rollup row stands for the facts of its bucket at its start: the rolled-up buckets
+    inside the range that are valid, live facts for the rest."""
+    level, grain = _usage_level(scope.start, scope.end, zone)
+    middle_start, middle_end = _ceil(scope.start, grain), _floor(scope.end, grain)
     if middle_start >= middle_end:
         middle_start = middle_end = scope.start
     # The middle's part that is rolled up: [middle_start, rolled_end).
     rolled_end = func.least(
         middle_end, func.greatest(middle_start, func.coalesce(_rolled_until(), middle_start))
     )
-    uneven = uneven_buckets(middle_start, middle_end, zone, GRAIN)
+    marked = func.date_bin(grain, UsageRollupMark.bucket_at, _EPOCH, type_=DateTime(True))
     stale_buckets = [
-        select(UsageRollupMark.bucket_at.label("bucket_at"))
-        .distinct()  # a quarter hour may have many marks
-        .where(UsageRollupMark.bucket_at >= middle_start, UsageRollupMark.bucket_at < rolled_end)
+        select(marked.label("bucket_at"))
+        .distinct()  # a bucket may have many marks
+        .where(marked >= middle_start, marked < rolled_end)
     ]
-    if uneven:
+    if uneven := uneven_buckets(middle_start, middle_end, zone, grain):
         listed = (
             func.unnest(_moments("uneven", uneven))
             .table_valued(column("bucket_at", DateTime(timezone=True)))
@@ -257,7 +286,7 @@ def usage_facts(scope: BillingScope, zone: ZoneInfo) -> Subquery:
     live = union_all(
         _ranges((scope.start, middle_start), (middle_end, scope.end)),
         select(rolled_end.label("lo"), literal(middle_end, DateTime(timezone=True)).label("hi")),
-        select(stale.c.bucket_at.label("lo"), (stale.c.bucket_at + GRAIN).label("hi")),
+        select(stale.c.bucket_at.label("lo"), (stale.c.bucket_at + grain).label("hi")),
     ).subquery("live")
     rolled = select(
         UsageRollup.customer_id,
@@ -270,6 +299,7 @@ def usage_facts(scope: BillingScope, zone: ZoneInfo) -> Subquery:
             for name in USAGE_FIGURES
         ),
     ).where(
+        UsageRollup.level == level,
         UsageRollup.bucket_at >= middle_start,
         UsageRollup.bucket_at < rolled_end,
         UsageRollup.bucket_at.not_in(select(stale.c.bucket_at)),
@@ -286,24 +316,63 @@ def usage_facts(scope: BillingScope, zone: ZoneInfo) -> Subquery:
     return union_all(rolled, *_live_usage(live, scope), failed).subquery("facts")
 
 
+_ROLLED_UP = [name for name in USAGE_FIGURES if name != "jobs_failed"]
+
+
 def roll_usage(session: Session, *, start: datetime, end: datetime) -> None:
-    """Sum the usage of the quarter hours in [start, end) (aligned) again from the live facts."""
+    """Sum the usage of the quarter hours in [start, end) (aligned) again from the live facts,
+    then the hours and days that hold them from the quarter hours and hours."""
     session.execute(
-        delete(UsageRollup).where(UsageRollup.bucket_at >= start, UsageRollup.bucket_at < end)
+        delete(UsageRollup).where(
+            UsageRollup.level == UsageLevel.QUARTER_HOUR,
+            UsageRollup.bucket_at >= start,
+            UsageRollup.bucket_at < end,
+        )
     )
     facts = union_all(
         *_live_usage(_ranges((start, end)).subquery("fixed"), BillingScope(start, end, None, None))
     ).subquery("facts")
-    bucket = func.rollup_bucket(facts.c.at, type_=DateTime(timezone=True))
-    figures = [name for name in USAGE_FIGURES if name != "jobs_failed"]
+    _insert_usage(session, UsageLevel.QUARTER_HOUR, GRAIN, facts)
+    finer = UsageLevel.QUARTER_HOUR
+    for level, grain in reversed(USAGE_LEVELS[:-1]):
+        low, high = _floor(start, grain), _ceil(end, grain)
+        session.execute(
+            delete(UsageRollup).where(
+                UsageRollup.level == level,
+                UsageRollup.bucket_at >= low,
+                UsageRollup.bucket_at < high,
+            )
+        )
+        parts = (
+            select(
+                UsageRollup.customer_id,
+                UsageRollup.configuration_id,
+                UsageRollup.bucket_at.label("at"),
+                *(getattr(UsageRollup, name).label(name) for name in _ROLLED_UP),
+            )
+            .where(
+                UsageRollup.level == finer,
+                UsageRollup.bucket_at >= low,
+                UsageRollup.bucket_at < high,
+            )
+            .subquery("parts")
+        )
+        _insert_usage(session, level, grain, parts)
+        finer = level
+
+
+def _insert_usage(session: Session, level: UsageLevel, grain: timedelta, facts: Subquery) -> None:
+    """Rollup rows of `level`: the facts (or finer rollups) summed per bucket of `grain`."""
+    bucket = func.date_bin(grain, facts.c.at, _EPOCH, type_=DateTime(True))
     session.execute(
         insert(UsageRollup).from_select(
-            ["bucket_at", "customer_id", "configuration_id", *figures],
+            ["level", "bucket_at", "customer_id", "configuration_id", *_ROLLED_UP],
             select(
+                cast(literal(level.value), UsageRollup.level.type),
                 bucket,
                 facts.c.customer_id,
                 facts.c.configuration_id,
-                *(func.sum(facts.c[name]) for name in figures),
+                *(func.sum(facts.c[name]) for name in _ROLLED_UP),
             ).group_by(bucket, facts.c.customer_id, facts.c.configuration_id),
         )
     )
@@ -332,6 +401,9 @@ class _Measure:
     keys: tuple[str, ...]
     sums: tuple[tuple[str, Callable[[Any], ColumnElement[Any]]], ...]
     rollup: Any
+    # The last key and the one sum are kept as a histogram: two arrays in one row per other
+    # keys, the key's values in order and their sums.
+    histogram: str | None = None
 
     def created_at(self) -> InstrumentedAttribute[datetime]:
         return self.source.created_at if self.source is Job else self.source.job_created_at
@@ -343,6 +415,7 @@ COMPLETIONS = _Measure(
     ("step_id", "seconds_bucket"),
     (("completions", lambda source: func.count()),),
     FunnelStepRollup,
+    histogram="seconds_buckets",
 )
 ERRORS = _Measure(
     JobStepError,
@@ -453,33 +526,49 @@ def funnel_counts(session: Session, cohort: Cohort, measure: _Measure) -> list[t
     scope_id = ALL_CUSTOMERS if cohort.customer_id is None else cohort.customer_id
 
     def rolled(level: Level, periods: Any) -> Select[Any]:
-        return select(
-            *(getattr(rollup, key) for key in measure.keys),
-            *(getattr(rollup, name).label(name) for name, _ in measure.sums),
-        ).where(
+        if measure.histogram is None:
+            columns = [
+                *(getattr(rollup, key) for key in measure.keys),
+                *(getattr(rollup, name).label(name) for name, _ in measure.sums),
+            ]
+        else:
+            (name, _), last = measure.sums[0], measure.keys[-1]
+            histogram = (
+                func.unnest(getattr(rollup, measure.histogram), getattr(rollup, name))
+                .table_valued(column(last, Integer), column(name, Integer))
+                .render_derived()
+            )
+            columns = [
+                *(getattr(rollup, key) for key in measure.keys[:-1]),
+                histogram.c[last],
+                histogram.c[name],
+            ]
+        of_period = select(*columns).where(
             rollup.configuration_id == cohort.configuration_id,
             rollup.level == level,
             rollup.customer_id == scope_id,
-            rollup.period_start.in_(select(periods.c.period_start)),
+            rollup.period_start == periods.c.period_start,
         )
+        return _for_each(periods, of_period, f"{level.value}_rows")
 
     created_at = measure.created_at()
-    live = (
+    of_range = (
         select(
             *(getattr(source, key) for key in measure.keys),
             *(expression(source).label(name) for name, expression in measure.sums),
         )
-        .join_from(
-            plan.live, source, and_(created_at >= plan.live.c.lo, created_at < plan.live.c.hi)
-        )
         .where(
+            created_at >= plan.live.c.lo,
+            created_at < plan.live.c.hi,
             source.configuration_id == cohort.configuration_id,
             true() if cohort.customer_id is None else source.customer_id == cohort.customer_id,
         )
         .group_by(*(getattr(source, key) for key in measure.keys))
     )
     parts = union_all(
-        rolled(Level.MONTH, plan.months), rolled(Level.DAY, plan.days), live
+        rolled(Level.MONTH, plan.months),
+        rolled(Level.DAY, plan.days),
+        _for_each(plan.live, of_range, "live_rows"),
     ).subquery("parts")
     totals = select(
         *(parts.c[key] for key in measure.keys),
@@ -521,26 +610,46 @@ def roll_funnel(
             if level == Level.MONTH
             else literal(ALL_CUSTOMERS, BigInteger)
         )
+        counted = (
+            select(
+                source.configuration_id.label("configuration_id"),
+                cast(literal(level.value), rollup.level.type).label("level"),
+                customer.label("customer_id"),
+                period.label("period_start"),
+                *(getattr(source, key).label(key) for key in measure.keys),
+                *(expression(source).label(name) for name, expression in measure.sums),
+            )
+            .where(
+                source.configuration_id.in_(configuration_ids),
+                created_at >= start,
+                created_at < end,
+            )
+            .group_by(*grouping)
+        )
+        if measure.histogram is not None:
+            counted = _as_histograms(counted.subquery("counted"), measure)
         session.execute(
             insert(rollup).from_select(
-                ["configuration_id", "level", "customer_id", "period_start",
-                 *measure.keys, *(name for name, _ in measure.sums)],
-                select(
-                    source.configuration_id,
-                    literal(level.value, rollup.level.type),
-                    customer,
-                    period,
-                    *(getattr(source, key) for key in measure.keys),
-                    *(expression(source) for _, expression in measure.sums),
-                )
-                .where(
-                    source.configuration_id.in_(configuration_ids),
-                    created_at >= start,
-                    created_at < end,
-                )
-                .group_by(*grouping),
+                [column.name for column in counted.selected_columns], counted
             )
-        )  # fmt: skip
+        )
+
+
+def _as_histograms(counted: Subquery, measure: _Measure) -> Select[Any]:
+    """Counted rows (one per value of the measure's last key) as one row per other keys, with
+    the last key's values in order and their sums as two arrays."""
+    (name, _), last = measure.sums[0], measure.keys[-1]
+    others = [
+        counted.c[key]
+        for key in ("configuration_id", "level", "customer_id", "period_start", *measure.keys[:-1])
+    ]
+    return select(
+        *others,
+        func.array_agg(aggregate_order_by(counted.c[last], counted.c[last])).label(
+            measure.histogram or last
+        ),
+        func.array_agg(aggregate_order_by(counted.c[name], counted.c[last])).label(name),
+    ).group_by(*others)
 
 
 # --- The roll-up task ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.internal.periods import Interval
-from app.models import EventKind, Job, UsageRollup
+from app.models import EventKind, Job, UsageLevel, UsageRollup
 from app.schemas.event import EventCreate
 from app.services import analytics, billing, jobs
 from app.services.access import Caller
@@ -249,11 +249,17 @@ def test_the_roll_up_sums_closed_days_and_leaves_the_open_ones_live(db: Session)
         create_job(db, configuration=configuration, customer=customer, created_at=created_at)
     roll_up(db, now=datetime(2026, 1, 8, 12, tzinfo=UTC))  # closes the days before January 7
     rows = db.execute(
-        select(UsageRollup.bucket_at, UsageRollup.jobs_started).where(
-            UsageRollup.customer_id == customer.id
-        )
+        select(UsageRollup.level, UsageRollup.bucket_at, UsageRollup.jobs_started)
+        .where(UsageRollup.customer_id == customer.id)
+        .order_by(UsageRollup.bucket_at)
     ).all()
-    assert rows == [(datetime(2026, 1, 5, 10, tzinfo=UTC), 1)]
+    assert sorted(rows) == sorted(
+        [
+            (UsageLevel.DAY, datetime(2026, 1, 5, tzinfo=UTC), 1),
+            (UsageLevel.HOUR, datetime(2026, 1, 5, 10, tzinfo=UTC), 1),
+            (UsageLevel.QUARTER_HOUR, datetime(2026, 1, 5, 10, tzinfo=UTC), 1),
+        ]
+    )
     usage = billing.get_usage(
         db,
         caller=Caller(create_admin(db)),
