@@ -2,7 +2,8 @@
 
 Usage per quarter hour, hour and day (UTC), customer and configuration version; the steps
 funnel per configuration version, day or month of job creation, and customer (or all of them);
-`rollup_state`, how far they reach; and the marks that tell reads and the roll-up task which closed periods changed.
+`rollup_state`, how far they reach; and the marks that tell reads and the roll-up task which
+closed periods changed.
 
 Triggers mark, in the writer's transaction, every change to what a rollup counts that falls
 before `closed_until`: on jobs (creation and completion times), job_step_completions and
