@@ -32,7 +32,7 @@ from app.schemas.analytics import (
     StepAnalytics,
     StepFunnel,
 )
-from app.services import rollups
+from app.services import funnel_rollups
 from app.services.access import Caller, report_customer, require_admin
 from app.services.job_configurations import get_configuration
 
@@ -120,11 +120,11 @@ def step_funnel(
 
     Three aggregates, none of them a sort: the jobs, the completions counted by step and by
     bucket of their time (`quantiles`), and the errors counted by step; each from the rollups
-    where they are valid, else live (`rollups.funnel_counts`)."""
+    where they are valid, else live (`funnel_rollups.funnel_counts`)."""
     check_range(start, end)
     customer = report_customer(session, caller=caller, customer_id=customer_id)
     configuration = get_configuration(session, tag=tag, version=version)
-    cohort = rollups.Cohort(configuration.id, start, end, customer)
+    cohort = funnel_rollups.Cohort(configuration.id, start, end, customer)
     jobs = _cohort_size(session, cohort)
     timings = _completion_timings(session, cohort)
     errors = _errors_by_step(session, cohort)
@@ -140,25 +140,27 @@ def step_funnel(
     )
 
 
-def _cohort_size(session: Session, cohort: rollups.Cohort) -> int:
-    rows = rollups.funnel_counts(session, cohort, rollups.JOBS)
+def _cohort_size(session: Session, cohort: funnel_rollups.Cohort) -> int:
+    rows = funnel_rollups.funnel_counts(session, cohort, funnel_rollups.JOBS)
     return int(rows[0][0] or 0) if rows else 0
 
 
 def _completion_timings(
-    session: Session, cohort: rollups.Cohort
+    session: Session, cohort: funnel_rollups.Cohort
 ) -> defaultdict[int, list[tuple[int, int]]]:
     """Per step, its completions counted by bucket of their time: (bucket, count) pairs."""
     timings: defaultdict[int, list[tuple[int, int]]] = defaultdict(list)
-    for step_id, bucket, count in rollups.funnel_counts(session, cohort, rollups.COMPLETIONS):
+    for step_id, bucket, count in funnel_rollups.funnel_counts(
+        session, cohort, funnel_rollups.COMPLETIONS
+    ):
         timings[step_id].append((bucket, int(count)))
     return timings
 
 
-def _errors_by_step(session: Session, cohort: rollups.Cohort) -> dict[int, tuple[int, int]]:
+def _errors_by_step(session: Session, cohort: funnel_rollups.Cohort) -> dict[int, tuple[int, int]]:
     """Per step: the error events naming it, and the jobs that failed at it and never
     completed it (they reached it too)."""
-    rows = rollups.funnel_counts(session, cohort, rollups.ERRORS)
+    rows = funnel_rollups.funnel_counts(session, cohort, funnel_rollups.ERRORS)
     return {step_id: (int(errors), int(failed_only)) for step_id, errors, failed_only in rows}
 
 

@@ -36,10 +36,10 @@ from app.models import (
     JobStepCompletion,
 )
 from app.schemas.billing import Invoice, InvoiceLine, Usage, UsageFigures, UsageRow
-from app.services import rollups
+from app.services import usage_rollups
 from app.services.access import Caller, report_customer
 from app.services.customers import get_customer
-from app.services.rollups import USAGE_FIGURES, BillingScope
+from app.services.usage_rollups import USAGE_FIGURES, BillingScope
 
 # Zones PostgreSQL has said it knows, for the life of the process.
 _zones_known_to_database: set[str] = set()
@@ -69,9 +69,9 @@ def usage_statement(
 ) -> Select[*tuple[Any, ...]]:
     """One row per customer and period with something in it. Every fact (a job started, completed
     or failed; a step completed; a rollup of a quarter hour's) is one row of a UNION ALL at its
-    time (`rollups.usage_facts`); this query cuts the times into periods in `tz` and adds them
-    up."""
-    facts = rollups.usage_facts(scope, zone)
+    time (`usage_rollups.usage_facts`); this query cuts the times into periods in `tz` and adds
+    them up."""
+    facts = usage_rollups.usage_facts(scope, zone)
     local_period = func.date_trunc(interval.value, func.timezone(tz, facts.c.at), type_=DateTime())
     by_period = select(
         facts.c.customer_id,
