@@ -8,6 +8,7 @@ customers only: one customer's days are few enough to read live. The completions
 histogram's buckets (app.internal.quantiles), so the quantiles keep their accuracy.
 """
 
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
@@ -17,7 +18,6 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     DateTime,
-    Integer,
     Select,
     Subquery,
     cast,
@@ -33,10 +33,12 @@ from sqlalchemy import (
     text,
     true,
     tuple_,
+    type_coerce,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.types import NullType
 
 from app.internal.periods import Interval, next_period, period_start
 from app.models import (
@@ -51,6 +53,9 @@ from app.models import (
     Level,
 )
 from app.services.rollup_sql import DAY, ceil_to, floor_to, for_each, moments, ranges, rolled_until
+
+# The key of a funnel rollup row, before the measure's own keys.
+_FUNNEL_KEY = ("configuration_id", "level", "customer_id", "period_start")
 
 
 @dataclass(frozen=True)
@@ -202,36 +207,23 @@ def funnel_counts(session: Session, cohort: Cohort, measure: _Measure) -> list[t
     scope_id = ALL_CUSTOMERS if cohort.customer_id is None else cohort.customer_id
 
     def rolled(level: Level, periods: Any) -> Select[Any]:
-        of_period = select(rollup).where(
+        of_period = select(
+            *(getattr(rollup, key) for key in measure.keys[: len(measure.keys) - bool(histogram)]),
+            *((getattr(rollup, histogram),) if histogram else ()),
+            *(getattr(rollup, name).label(name) for name, _ in measure.sums),
+        ).where(
             rollup.configuration_id == cohort.configuration_id,
             rollup.level == level,
             rollup.customer_id == scope_id,
             rollup.period_start == periods.c.period_start,
         )
-        if measure.histogram is None:
-            of_period = of_period.with_only_columns(
-                *(getattr(rollup, key) for key in measure.keys),
-                *(getattr(rollup, name).label(name) for name, _ in measure.sums),
-            )
-        else:  # the arrays, unnested: one row per bucket
-            (name, _), last = measure.sums[0], measure.keys[-1]
-            histogram = (
-                func.unnest(getattr(rollup, measure.histogram), getattr(rollup, name))
-                .table_valued(column(last, Integer), column(name, Integer))
-                .render_derived()
-                .lateral()
-            )
-            of_period = of_period.join(histogram, true()).with_only_columns(
-                *(getattr(rollup, key) for key in measure.keys[:-1]),
-                histogram.c[last],
-                histogram.c[name],
-            )
         return for_each(periods, of_period, f"{level.value}_rows")
 
+    histogram = measure.histogram
     created_at = measure.created_at()
     of_range = (
         select(
-            *(getattr(source, key) for key in measure.keys),
+            *(getattr(source, key).label(key) for key in measure.keys),
             *(expression(source).label(name) for name, expression in measure.sums),
         )
         .where(
@@ -242,11 +234,29 @@ def funnel_counts(session: Session, cohort: Cohort, measure: _Measure) -> list[t
         )
         .group_by(*(getattr(source, key) for key in measure.keys))
     )
+    live = for_each(plan.live, of_range, "live_rows")
+    if histogram is not None:
+        live = _as_histograms(live.subquery("live"), measure, keys=measure.keys[:-1])
     parts = union_all(
-        rolled(Level.MONTH, plan.months),
-        rolled(Level.DAY, plan.days),
-        for_each(plan.live, of_range, "live_rows"),
+        rolled(Level.MONTH, plan.months), rolled(Level.DAY, plan.days), live
     ).subquery("parts")
+    if histogram is not None:
+        # A few rows per step, each a histogram: merged here rather than unnested in SQL,
+        # where a hash aggregate of every bucket of every period costs several times more.
+        # The arrays as the driver reads them (lists of ints), with no per-item conversion.
+        arrays = [type_coerce(column, NullType()) for column in parts.c]
+        merged: defaultdict[tuple[Any, ...], defaultdict[int, int]] = defaultdict(
+            lambda: defaultdict(int)
+        )
+        for *keys, buckets, counts in session.execute(select(*arrays)):
+            histogram_of = merged[tuple(keys)]
+            for bucket, count in zip(buckets, counts, strict=True):
+                histogram_of[bucket] += count
+        return [
+            (*keys, bucket, count)
+            for keys, histogram_of in merged.items()
+            for bucket, count in histogram_of.items()
+        ]
     totals = select(
         *(parts.c[key] for key in measure.keys),
         *(func.sum(parts.c[name]).label(name) for name, _ in measure.sums),
@@ -304,7 +314,11 @@ def roll_funnel(
             .group_by(*grouping)
         )
         if measure.histogram is not None:
-            counted = _as_histograms(counted.subquery("counted"), measure)
+            counted = _as_histograms(
+                counted.subquery("counted"),
+                measure,
+                keys=[*_FUNNEL_KEY, *measure.keys[:-1]],
+            )
         session.execute(
             insert(rollup).from_select(
                 [column.name for column in counted.selected_columns], counted
@@ -312,14 +326,11 @@ def roll_funnel(
         )
 
 
-def _as_histograms(counted: Subquery, measure: _Measure) -> Select[Any]:
-    """Counted rows (one per value of the measure's last key) as one row per other keys, with
-    the last key's values in order and their sums as two arrays."""
+def _as_histograms(counted: Subquery, measure: _Measure, *, keys: Sequence[str]) -> Select[Any]:
+    """Counted rows (one per value of the measure's last key) as one row per `keys`, with the
+    last key's values in order and their sums as two arrays."""
     (name, _), last = measure.sums[0], measure.keys[-1]
-    others = [
-        counted.c[key]
-        for key in ("configuration_id", "level", "customer_id", "period_start", *measure.keys[:-1])
-    ]
+    others = [counted.c[key] for key in keys]
     return select(
         *others,
         func.array_agg(aggregate_order_by(counted.c[last], counted.c[last])).label(
