@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.services import deadlines, housekeeping, login_throttle, webhook_delivery
+from app.services import deadlines, housekeeping, login_throttle, retention, webhook_delivery
 from config import config
 from config.log import LOGGER_NAME
 
@@ -89,6 +89,20 @@ def deliver_webhooks(run: TaskRun) -> dict[str, int]:
     )
 
 
+def prune_events(run: TaskRun) -> dict[str, int]:
+    cutoff = retention.retention_cutoff(
+        now=run.now, retention_days=config.settings.event_retention_days
+    )
+    if cutoff is None:
+        return {"events_pruned": 0}
+    with run.session_factory.begin() as session:
+        pruning = retention.start_pruning(session, cutoff=cutoff)
+    pruned = run.in_batches(
+        lambda session, limit: retention.prune_batch(session, pruning=pruning, limit=limit)
+    )
+    return {"events_pruned": pruned}
+
+
 SCHEDULED_TASKS: dict[str, ScheduledTask] = {
     task.name: task
     for task in (
@@ -106,6 +120,11 @@ SCHEDULED_TASKS: dict[str, ScheduledTask] = {
             "deliver_webhooks",
             "send the webhook notifications that are due, retrying failures with backoff",
             deliver_webhooks,
+        ),
+        ScheduledTask(
+            "prune_events",
+            "delete raw events older than EVENT_RETENTION_DAYS (never unresolved errors)",
+            prune_events,
         ),
     )
 }
