@@ -109,9 +109,13 @@ def prune_batch(session: Session, *, pruning: Pruning, limit: int) -> int:
 
 
 def _record_on_jobs(session: Session, *, pruned: dict[int, int], pruning: Pruning) -> None:
-    # Locked in id order, as `apply_events` locks them, so that the two never deadlock.
+    # Locked in id order, as `apply_events` locks them, so that the two never deadlock; FOR NO
+    # KEY UPDATE, which the foreign key checks of rows naming these jobs do not wait for.
     session.execute(
-        select(Job.id).where(Job.id.in_(list(pruned))).order_by(Job.id).with_for_update()
+        select(Job.id)
+        .where(Job.id.in_(list(pruned)))
+        .order_by(Job.id)
+        .with_for_update(key_share=True)
     )
     counts = values(column("job_id", BigInteger), column("pruned", Integer), name="counts").data(
         list(pruned.items())
