@@ -14,7 +14,14 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.services import deadlines, housekeeping, login_throttle, rollups, webhook_delivery
+from app.services import (
+    deadlines,
+    housekeeping,
+    login_throttle,
+    retention,
+    rollups,
+    webhook_delivery,
+)
 from config import config
 from config.log import LOGGER_NAME
 
@@ -111,6 +118,20 @@ def roll_up_periods(run: TaskRun) -> dict[str, int]:
     return {"marked_periods_rolled": marked, "stretches_rolled_forward": rolled}
 
 
+def prune_events(run: TaskRun) -> dict[str, int]:
+    cutoff = retention.retention_cutoff(
+        now=run.now, retention_days=config.settings.event_retention_days
+    )
+    if cutoff is None:
+        return {"events_pruned": 0}
+    with run.session_factory.begin() as session:
+        pruning = retention.start_pruning(session, cutoff=cutoff)
+    pruned = run.in_batches(
+        lambda session, limit: retention.prune_batch(session, pruning=pruning, limit=limit)
+    )
+    return {"events_pruned": pruned}
+
+
 SCHEDULED_TASKS: dict[str, ScheduledTask] = {
     task.name: task
     for task in (
@@ -133,6 +154,11 @@ SCHEDULED_TASKS: dict[str, ScheduledTask] = {
             "roll_up_periods",
             "sum billing and funnel figures of closed days ahead; sum changed ones again",
             roll_up_periods,
+        ),
+        ScheduledTask(
+            "prune_events",
+            "delete raw events older than EVENT_RETENTION_DAYS (never unresolved errors)",
+            prune_events,
         ),
     )
 }

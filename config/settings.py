@@ -134,6 +134,10 @@ class Settings(SecretSources):
     task_batch_size: int = Field(default=1000, ge=1, le=100_000)
     task_max_batches: int = Field(default=100, ge=1)
 
+    # Raw events received more than this many days ago are deleted by the prune_events task
+    # (never an unresolved error; the job rows and the per-step tables stay). None keeps all.
+    event_retention_days: int | None = Field(default=None, ge=1)
+
     # Deadlines learnt from history, where a configuration version sets no step timeout: the
     # wait for a step is this quantile of its recorded durations times the factor, at least the
     # floor, once the step has this many samples (the ETA needs as many).
@@ -158,6 +162,12 @@ class Settings(SecretSources):
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("event_retention_days", mode="before")
+    @classmethod
+    def _empty_means_keep_everything(cls, value: object) -> object:
+        # An empty variable (a deploy parameter left blank) is the default, not a bad number.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_base_path")
     @classmethod

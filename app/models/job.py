@@ -130,6 +130,11 @@ class Job(IdMixin, TimestampMixin, Base):
     # The earliest deadline that applies to a pending or running job (the database function
     # `job_deadline`), moved by every event; None when none applies or the job is finished.
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Events deleted by the retention policy (the `prune_events` task), and the cutoff of the
+    # latest run that deleted any: every pruned event was received before it. The counters above
+    # still count them.
+    events_pruned_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    events_pruned_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     configuration: Mapped[JobConfiguration] = relationship(lazy="raise")
 

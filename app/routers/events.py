@@ -10,10 +10,11 @@ from app.schemas.event import (
     BatchRequest,
     BatchResult,
     EventCreate,
+    EventPage,
     EventPublic,
+    EventsPruned,
 )
 from app.schemas.job import EventResult
-from app.schemas.page import Page
 from app.services import events
 
 router = APIRouter(tags=["events"], responses=error_responses(401, 403))
@@ -39,21 +40,21 @@ async def create_event(
     return EventResult(event=event, job=job)
 
 
-@router.get(
-    "/jobs/{job_id}/events", response_model=Page[EventPublic], responses=error_responses(404, 422)
-)
+@router.get("/jobs/{job_id}/events", response_model=EventPage, responses=error_responses(404, 422))
 def read_events(
     session: SessionDep,
     caller: Reader,
     job_id: int,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> Page[EventPublic]:
-    """A job's events in arrival order."""
-    items, next_cursor = events.list_events(
-        session, caller=caller, job_id=job_id, limit=limit, cursor=cursor
+) -> EventPage:
+    """A job's events in arrival order, and what the retention policy deleted of them."""
+    listed = events.list_events(session, caller=caller, job_id=job_id, limit=limit, cursor=cursor)
+    return EventPage(
+        items=[EventPublic.model_validate(item) for item in listed.events],
+        next_cursor=listed.next_cursor,
+        pruned=EventsPruned.of(listed.job),
     )
-    return Page(items=[EventPublic.model_validate(item) for item in items], next_cursor=next_cursor)
 
 
 @router.post("/events/batch", response_model=BatchResult, responses=error_responses(400))

@@ -5,10 +5,11 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, StrictInt, model_validator
 
-from app.models import EventKind
+from app.models import EventKind, Job
 from app.schemas.base import Schema
 from app.schemas.fields import NO_NUL, AwareUtcDatetime, ProviderJobId
 from app.schemas.metadata import Metadata
+from app.schemas.page import Page
 
 # Events per POST /events/batch.
 MAX_BATCH_EVENTS = 1000
@@ -74,6 +75,33 @@ class EventPublic(Schema):
     occurred_at: datetime | None
     received_at: datetime
     resolved_at: datetime | None
+
+
+class EventsPruned(Schema):
+    """A job's older events deleted by the retention policy (EVENT_RETENTION_DAYS)."""
+
+    count: int = Field(
+        description="How many of the job's events were deleted; its event_count still counts them."
+    )
+    before: datetime = Field(
+        description="Every deleted event was received before this time. Unresolved errors are "
+        "never deleted, so the list may hold older ones."
+    )
+
+    @classmethod
+    def of(cls, job: Job) -> "EventsPruned | None":
+        if job.events_pruned_before is None:
+            return None
+        return cls(count=job.events_pruned_count, before=job.events_pruned_before)
+
+
+class EventPage(Page[EventPublic]):
+    """One page of a job's events (pass `next_cursor` as `cursor` for the next; null on the
+    last), and what the retention policy deleted of them."""
+
+    pruned: EventsPruned | None = Field(
+        description="What the retention policy deleted of this job's events; null: none."
+    )
 
 
 class BatchRequest(Schema):

@@ -95,12 +95,24 @@ def _job_public(row: RowMapping) -> JobPublic:
     )
 
 
+@dataclass(frozen=True)
+class JobEvents:
+    """A page of a job's events, with the job, which records what retention deleted."""
+
+    job: Job
+    events: list[Event]
+    next_cursor: str | None
+
+
 def list_events(
     session: Session, *, caller: Caller, job_id: int, limit: int, cursor: str | None
-) -> tuple[list[Event], str | None]:
-    get_job(session, caller=caller, job_id=job_id)
+) -> JobEvents:
+    job = get_job(session, caller=caller, job_id=job_id)
     statement = select(Event).where(Event.job_id == job_id)
-    return keyset_page(session, statement, order_by=[Event.id], limit=limit, cursor=cursor)
+    page, next_cursor = keyset_page(
+        session, statement, order_by=[Event.id], limit=limit, cursor=cursor
+    )
+    return JobEvents(job, page, next_cursor)
 
 
 # Batches ---------------------------------------------------------------------------------------

@@ -223,3 +223,31 @@ def test_every_connection_has_the_statement_timeout_utc_and_no_jit() -> None:
 
 def test_the_test_database_is_not_the_development_database() -> None:
     assert config.database.url.database != LocalSettings().embedded_database_name
+
+
+@pytest.mark.parametrize(("value", "days"), [(None, None), ("", None), ("  ", None), ("30", 30)])
+def test_event_retention_keeps_everything_unless_set_to_a_number_of_days(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, days: int | None
+) -> None:
+    if value is None:
+        monkeypatch.delenv("EVENT_RETENTION_DAYS", raising=False)
+    else:
+        monkeypatch.setenv("EVENT_RETENTION_DAYS", value)
+    assert TestSettings().event_retention_days == days
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("0", "greater than or equal to 1"),
+        ("-7", "greater than or equal to 1"),
+        ("thirty", "valid integer"),
+        ("1.5", "valid integer"),
+    ],
+)
+def test_an_event_retention_that_is_not_a_whole_number_of_days_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("EVENT_RETENTION_DAYS", value)
+    with pytest.raises(ConfigError, match=f"event_retention_days: .*{problem}"):
+        Config().setup("test")

@@ -231,12 +231,14 @@ def test_events_are_listed_in_arrival_order_page_by_page(
 ) -> None:
     for name in ("analyse", "fetch", "analyse"):
         events.record_event(db, caller=admin, job_id=job.id, event_in=step(name))
-    first, cursor = events.list_events(db, caller=admin, job_id=job.id, limit=2, cursor=None)
-    rest, end = events.list_events(db, caller=admin, job_id=job.id, limit=2, cursor=cursor)
-    assert [event.step_tag for event in first + rest] == ["analyse", "fetch", "analyse"]
-    assert cursor is not None
-    assert end is None
-    ids = [event.id for event in first + rest]
+    first = events.list_events(db, caller=admin, job_id=job.id, limit=2, cursor=None)
+    rest = events.list_events(db, caller=admin, job_id=job.id, limit=2, cursor=first.next_cursor)
+    listed = first.events + rest.events
+    assert [event.step_tag for event in listed] == ["analyse", "fetch", "analyse"]
+    assert first.next_cursor is not None
+    assert rest.next_cursor is None
+    assert first.job.id == job.id
+    ids = [event.id for event in listed]
     assert ids == sorted(ids)
 
 
