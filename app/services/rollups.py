@@ -47,6 +47,7 @@ from app.services.rollup_sql import DAY, floor_to
 from app.services.usage_rollups import GRAIN, roll_usage
 
 CLOSE_AFTER = timedelta(days=1)
+ROLL_UP_STATEMENT_TIMEOUT_MS = 120_000
 # The tables whose writers mark closed periods (see wait_for_writers).
 MARKED_TABLES = ("jobs", "job_step_completions", "job_step_errors")
 
@@ -54,6 +55,9 @@ MARKED_TABLES = ("jobs", "job_step_completions", "job_step_errors")
 def _locked_state(session: Session) -> RollupState:
     """The state row, read afresh and locked: one roll-up transaction at a time. (The
     migration makes it; without it, as after a TRUNCATE, nothing is rolled up or closed.)"""
+    # A roll-up statement sums a day, or a month for the funnel, of every customer: not a
+    # request, so not held to a request's time limit, but to the worker's (5 minutes).
+    session.execute(text(f"SET LOCAL statement_timeout = {ROLL_UP_STATEMENT_TIMEOUT_MS}"))
     session.execute(postgresql.insert(RollupState).values(id=1).on_conflict_do_nothing())
     statement = select(RollupState).with_for_update().execution_options(populate_existing=True)
     return session.execute(statement).scalar_one()
