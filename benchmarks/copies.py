@@ -6,15 +6,18 @@ second on a 2-core machine: a million jobs would take hours. So the analytics be
 errors and webhook outbox rows. Copy k gives every row a new id (the id plus k times the table's
 largest id at the start), each job the provider job id `bulk-<new id>`, each outbox row its
 message id with `-k` appended, and moves every time of the job k minutes earlier: copies never
-coincide, and every row stays consistent with its job (counters, progress, cost, status,
-`seconds_since_previous`, the billing periods of its completions are the source job's). This
-copies consistent state; it is not a second implementation of the job rules: no event is applied
-here, and nothing is computed but ids and times. Client event ids are unique per job only, so
-they are kept.
+coincide, and every row stays consistent with its job (counters, progress, cost, status and
+`seconds_since_previous` are the source job's, and its times all move together). This copies
+consistent state; it is not a second implementation of the job rules: no event is applied here,
+and nothing is computed but ids and times. Client event ids are unique per job only, so they are
+kept.
 
 Not copied: `job_step_timings` (one row per configuration step, not per job), which the deadline
-sweep computes again from the completions. Outbox rows already sent (or tried) are refused: their
-bodies name the source job (so there are no delivery attempts to copy).
+sweep computes again from the completions; the rollups of closed periods, sums over all jobs:
+where the copies skip the triggers that mark rolled-up periods (session_replication_role =
+replica, as the bulk seed), every rollup is dropped, as the seed drops them, and the next
+roll_up_periods run rolls everything up again. Outbox rows already sent (or tried) are refused:
+their bodies name the source job (so there are no delivery attempts to copy).
 """
 
 import time
@@ -22,9 +25,12 @@ import time
 import psycopg2
 from sqlalchemy import Column, DateTime, Table
 from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
 
 from app.models import Base
+from app.services import rollups
 from benchmarks.support import connection
+from config.database import Database
 
 BULK_PREFIX = "bulk"  # the bulk seed's provider job ids: `bulk-<job id>`
 MOVED_EARLIER = "interval '1 minute'"  # per copy
@@ -94,10 +100,10 @@ def copy_bulk_jobs(url: URL, *, copies: int) -> None:
         try:  # as the bulk seed does: the copies refer to rows that exist
             cursor.execute("SET session_replication_role = replica")
             conn.commit()
-            checks = "foreign key triggers skipped"
+            triggers_skipped = True
         except psycopg2.Error:
             conn.rollback()
-            checks = "foreign keys checked"
+            triggers_skipped = False
         _take_sources(cursor)
         largest: Ids = {}
         for name in NEW_IDS:
@@ -106,6 +112,7 @@ def copy_bulk_jobs(url: URL, *, copies: int) -> None:
         cursor.execute("SELECT count(*) FROM source_jobs")
         jobs = int(cursor.fetchone()[0])
         conn.commit()
+        checks = "triggers skipped" if triggers_skipped else "triggers run"
         print(f"copying {jobs:,} bulk jobs {copies} times ({checks})...")
         for k in range(1, copies + 1):
             for table, ids in COPIED:
@@ -119,4 +126,16 @@ def copy_bulk_jobs(url: URL, *, copies: int) -> None:
         # As the bulk seed ends: the planner's statistics, no VACUUM.
         cursor.execute("ANALYZE " + ", ".join(table.name for table, _ in COPIED))
         conn.commit()
+    if triggers_skipped:
+        _forget_rollups(url)
     print(f"copied and analyzed in {time.perf_counter() - started:.0f} s")
+
+
+def _forget_rollups(url: URL) -> None:
+    database = Database(url)
+    try:
+        with Session(database.engine) as session:
+            rollups.forget(session)
+            session.commit()
+    finally:
+        database.dispose()

@@ -1,16 +1,23 @@
 """Copies of the bulk jobs (the analytics benchmark above scale 1): each job's state as the job
 contract left it, with new ids and every time moved earlier."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 import seed
+from app.internal.periods import Interval
 from app.models import Event, Job, JobStepCompletion, JobStepError, WebhookDelivery
+from app.scheduled import run_task
+from app.schemas.billing import Usage
+from app.services import billing
+from app.services.access import Caller
 from benchmarks.copies import copy_bulk_jobs
 from config import config
+from tests.helpers.factories import create_admin
+from tests.helpers.rollups import live
 
 STATE = [
     "customer_id", "configuration_id", "status", "step_count", "steps_completed", "total_points",
@@ -105,3 +112,33 @@ def test_copies_keep_each_bulk_jobs_state_with_new_ids_and_earlier_times(db: Ses
     for model, table in ((Job, "jobs"), (Event, "events"), (WebhookDelivery, "webhook_deliveries")):
         next_id = db.scalar(text(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id'))"))
         assert next_id > db.scalar(select(func.max(model.id)))
+
+
+def roll_up_everything() -> None:
+    while True:
+        counts = run_task("roll_up_periods")
+        if counts["stretches_rolled_forward"] == 0 and counts["marked_periods_rolled"] == 0:
+            return
+
+
+@pytest.mark.usefixtures("committed")
+def test_rolled_up_usage_counts_the_copies_once_rolled_up_again(db: Session) -> None:
+    seed.seed_bulk(jobs=30, events_per_job=22, customer_count=3, months=2, seed=7)
+    roll_up_everything()
+    caller = Caller(create_admin(db))
+    now = datetime.now(UTC)
+
+    def usage() -> Usage:
+        return billing.get_usage(
+            db, caller=caller, start=now - timedelta(days=90), end=now, interval=Interval.MONTH
+        )
+
+    before = usage()
+
+    copy_bulk_jobs(config.database.url, copies=1)
+    roll_up_everything()
+
+    after = usage()
+    assert after == live(db, usage)
+    assert after.totals.cost == 2 * before.totals.cost
+    assert after.totals.steps_completed == 2 * before.totals.steps_completed
