@@ -538,6 +538,11 @@ def _report(session: Session, jobs: Sequence[BulkJob]) -> int:
     return len(applied)
 
 
+def _analyze(session: Session) -> None:
+    session.execute(text("ANALYZE jobs, events, job_step_completions, job_step_errors"))
+    session.commit()
+
+
 def _bulk_customers(session: Session, customer_count: int) -> list[int]:
     """The ids of the customers "Bulk customer NN", made if missing."""
     ids = []
@@ -583,6 +588,7 @@ def seed_bulk(
         span = (end - start).total_seconds()
         totals = {"jobs": 0, "events": 0}
         checks_skipped = False
+        analyzed_at = 0
         started = time.perf_counter()
         with tqdm(total=jobs, unit="job", desc=f"{prefix} seed", disable=not progress_bar) as bar:
             for chunk_start in range(0, jobs, BULK_CHUNK_JOBS):
@@ -607,11 +613,16 @@ def seed_bulk(
                 session.commit()
                 totals["jobs"] += count
                 bar.update(count)
+                # Each time the jobs have doubled: where autovacuum is off (or lags), statistics
+                # from a small table (per-job counts of rows) would lead the contract's plans
+                # astray as the tables grow, and every chunk would take longer than the last.
+                if totals["jobs"] >= 2 * analyzed_at:
+                    _analyze(session)
+                    analyzed_at = totals["jobs"]
         elapsed = time.perf_counter() - started
         if checks_skipped:  # and so the triggers that mark rolled-up periods: roll up anew
             rollups.forget(session)
-        session.execute(text("ANALYZE jobs, events, job_step_completions, job_step_errors"))
-        session.commit()
+        _analyze(session)
     print(
         f"Bulk seeded {totals['jobs']} jobs and {totals['events']} events in {elapsed:.1f} s "
         f"({totals['events'] / max(elapsed, 1e-9):,.0f} events/s"

@@ -1,17 +1,22 @@
 """Billing and analytics at scale: the read endpoints over a year of bulk data.
 
-    .venv/bin/python -m benchmarks.analytics [--scale 1.0] [--repeat 20]
+    .venv/bin/python -m benchmarks.analytics [--scale 1] [--repeat 20]
         [--database-url postgresql://postgres@127.0.0.1:5432/postgres] [--keep NAME]
+        [--from-template SCALE1_NAME]
 
 It creates a scratch database (or reuses the one named by --keep, seeding it only when empty),
-bulk-seeds it with `python tasks.py db:dev:seed --jobs 100000 --events-per-job 21` times --scale
-(2,000,000 events over 12 months and 20 customers at scale 1), runs the roll_up_periods task
-until every closed day is rolled up, then times each request through the API (the real app, in
-this process) --repeat times: first as if nothing were rolled up (every fact read live from the
-per-step tables), then with the rollups. It prints both 95th percentiles, the median, whether
-the two answers are equal, the EXPLAIN ANALYZE of every SQL statement the request sent, and
-whether any of them read the raw `events` table. Target on a 2-core machine: each at most
-250 ms at p95, none reading events. Figures are printed, never asserted.
+bulk-seeds it with `python tasks.py db:dev:seed --jobs 100000 --events-per-job 21` (2,000,000
+events over 12 months and 20 customers: scale 1; a scale below 1 seeds that fraction), and for
+a whole --scale N above 1 copies those jobs N - 1 times in SQL (`benchmarks.copies`): the seed
+takes about 15 minutes per scale on a 2-core machine, a copy one or two. With --from-template,
+the --keep database is made as a copy of an existing scale-1 database (`CREATE DATABASE ...
+TEMPLATE`) and only the copies are added. It runs the roll_up_periods task until every closed
+day is rolled up, then times each request through the API (the real app, in this process)
+--repeat times: first as if nothing were rolled up (every fact read live from the per-step
+tables), then with the rollups. It prints both 95th percentiles, the median, whether the two
+answers are equal, the EXPLAIN ANALYZE of every SQL statement the request sent, and whether any
+of them read the raw `events` table. Target on a 2-core machine: each at most 250 ms at p95,
+none reading events. Figures are printed, never asserted.
 """
 
 import argparse
@@ -29,6 +34,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL
 
+from benchmarks.copies import BULK_PREFIX, copy_bulk_jobs
 from benchmarks.support import (
     DEFAULT_MAINTENANCE_URL,
     app_env,
@@ -40,6 +46,7 @@ from benchmarks.support import (
     percentile,
     scratch_database,
 )
+from config.database import drop_database
 from root import ROOT_DIR
 
 BASE_JOBS = 100_000
@@ -55,7 +62,8 @@ class Case:
 
 
 def seed(url: URL, scale: float) -> None:
-    jobs = max(int(BASE_JOBS * scale), 1)
+    """Seed BASE_JOBS jobs (or that fraction of them, below scale 1), then copy them."""
+    jobs = max(int(BASE_JOBS * min(scale, 1)), 1)
     print(f"bulk seeding {jobs:,} jobs x ~{EVENTS_PER_JOB} events (this takes a while)...")
     started = time.perf_counter()
     subprocess.run(
@@ -66,6 +74,41 @@ def seed(url: URL, scale: float) -> None:
         check=True,
     )  # fmt: skip
     print(f"seeded in {time.perf_counter() - started:.0f} s")
+    if scale > 1:
+        copy_bulk_jobs(url, copies=int(scale) - 1)
+
+
+def exists(maintenance: URL, name: str) -> bool:
+    with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        return cursor.fetchone() is not None
+
+
+def create(maintenance: URL, name: str, template: str | None = None) -> URL:
+    with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+        )
+    return maintenance.set(database=name)
+
+
+def from_template(maintenance: URL, name: str, template: str, scale: float) -> None:
+    """The new database `name`, a copy of the scale-1 database `template`, filled to `scale`
+    (dropped if that fails, so that it is never kept half filled)."""
+    url = create(maintenance, name, template)
+    try:
+        migrate(url)
+        with connection(url) as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM jobs WHERE provider_job_id LIKE %s", (f"{BULK_PREFIX}-%",)
+            )
+            bulk_jobs = int(cursor.fetchone()[0])
+        if bulk_jobs != BASE_JOBS:
+            raise SystemExit(f"{template} has {bulk_jobs:,} bulk jobs, not {BASE_JOBS:,}")
+        copy_bulk_jobs(url, copies=int(scale) - 1)
+    except BaseException:
+        drop_database(url)
+        raise
 
 
 def is_empty(url: URL) -> bool:
@@ -286,7 +329,18 @@ def main() -> None:
     parser.add_argument(
         "--keep", metavar="NAME", help="use (and keep) this database, seeding it only when empty"
     )
+    parser.add_argument(
+        "--from-template",
+        metavar="SCALE1_NAME",
+        help="make the --keep database from this seeded scale-1 database, then fill it to --scale",
+    )
     args = parser.parse_args()
+    if args.scale > 1 and not args.scale.is_integer():
+        parser.error("a --scale above 1 must be a whole number (copies of the scale-1 jobs)")
+    if args.from_template and not args.keep:
+        parser.error("--from-template needs --keep NAME, the database it makes")
+    if args.from_template and args.scale < 1:
+        parser.error("--from-template makes a scale of 1 or more")
 
     maintenance = maintenance_url(args.database_url).set(drivername="postgresql+psycopg2")
     if not is_local(maintenance):
@@ -294,14 +348,17 @@ def main() -> None:
     print(describe_server(maintenance))
     started = time.perf_counter()
     if args.keep:
-        with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (args.keep,))
-            if cursor.fetchone() is None:
-                cursor.execute(f'CREATE DATABASE "{args.keep}"')
         url = maintenance.set(database=args.keep)
-        migrate(url)
-        if is_empty(url):
-            seed(url, args.scale)
+        if args.from_template:
+            if exists(maintenance, args.keep):
+                parser.error(f"{args.keep} exists already: --from-template makes it")
+            from_template(maintenance, args.keep, args.from_template, args.scale)
+        else:
+            if not exists(maintenance, args.keep):
+                create(maintenance, args.keep)
+            migrate(url)
+            if is_empty(url):
+                seed(url, args.scale)
         print(table_sizes(url))
         measure(url, args.repeat)
     else:
