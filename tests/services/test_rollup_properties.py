@@ -4,6 +4,7 @@ intervals and zones (half-hour, 45-minute and daylight-saving ones): before the 
 runs, after it, after later events land in rolled-up periods, after it runs again, and after
 the raw events are pruned."""
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,13 +13,13 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.internal.periods import Interval
 from app.models import EventKind, Job, UsageLevel, UsageRollup
 from app.schemas.event import EventCreate
-from app.services import analytics, billing, jobs, retention
+from app.services import analytics, billing, jobs, retention, rollups
 from app.services.access import Caller
 from app.services.events import apply_events
 from tests.helpers.factories import create_admin, create_configuration, create_customer, create_job
@@ -314,3 +315,16 @@ def test_a_change_to_a_rolled_up_day_is_marked_and_read_live_until_rolled_again(
     assert mark_count(db) == 0
     assert completed() == 1
     assert (db.scalar(select(func.sum(UsageRollup.jobs_completed))) or 0) >= 1
+
+
+def test_the_triggers_let_through_every_row_a_closed_period_may_hold(db: Session) -> None:
+    # The task closes the days that ended CLOSE_AFTER ago; a trigger that skips rows newer than
+    # its own lag must not skip any of those, so its lag is at most CLOSE_AFTER.
+    definitions = db.scalars(
+        text("SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname LIKE 'mark_rollups_%'")
+    ).all()
+    assert len(definitions) == 9  # insert, update and delete on three tables
+    for definition in definitions:
+        lags = {int(days) for days in re.findall(r"'(\d+) days?'::interval", definition)}
+        assert lags, definition
+        assert all(timedelta(days=days) <= rollups.CLOSE_AFTER for days in lags)
