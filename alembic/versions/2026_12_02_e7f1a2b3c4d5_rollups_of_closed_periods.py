@@ -138,6 +138,12 @@ def _funnel_key() -> list[sa.Column[object]]:
     ]
 
 
+def _funnel_primary_key(table: str, *more: str) -> sa.PrimaryKeyConstraint:
+    return sa.PrimaryKeyConstraint(
+        "configuration_id", "level", "customer_id", "period_start", *more, name=op.f(f"pk_{table}")
+    )
+
+
 def _configuration_key(table: str) -> sa.ForeignKeyConstraint:
     return sa.ForeignKeyConstraint(
         ["configuration_id"],
@@ -204,13 +210,7 @@ def upgrade() -> None:
         *_funnel_key(),
         sa.Column("jobs", sa.Integer(), nullable=False),
         _configuration_key("funnel_job_rollups"),
-        sa.PrimaryKeyConstraint(
-            "configuration_id",
-            "level",
-            "customer_id",
-            "period_start",
-            name=op.f("pk_funnel_job_rollups"),
-        ),
+        _funnel_primary_key("funnel_job_rollups"),
     )
     op.create_table(
         "funnel_step_rollups",
@@ -219,14 +219,7 @@ def upgrade() -> None:
         sa.Column("seconds_buckets", postgresql.ARRAY(sa.Integer()), nullable=False),
         sa.Column("completions", postgresql.ARRAY(sa.Integer()), nullable=False),
         _configuration_key("funnel_step_rollups"),
-        sa.PrimaryKeyConstraint(
-            "configuration_id",
-            "level",
-            "customer_id",
-            "period_start",
-            "step_id",
-            name=op.f("pk_funnel_step_rollups"),
-        ),
+        _funnel_primary_key("funnel_step_rollups", "step_id"),
     )
     op.create_table(
         "funnel_error_rollups",
@@ -235,14 +228,7 @@ def upgrade() -> None:
         sa.Column("errors", sa.BigInteger(), nullable=False),
         sa.Column("failed_only", sa.Integer(), nullable=False),
         _configuration_key("funnel_error_rollups"),
-        sa.PrimaryKeyConstraint(
-            "configuration_id",
-            "level",
-            "customer_id",
-            "period_start",
-            "step_id",
-            name=op.f("pk_funnel_error_rollups"),
-        ),
+        _funnel_primary_key("funnel_error_rollups", "step_id"),
     )
     op.create_table(
         "funnel_rollup_marks",
