@@ -1,0 +1,77 @@
+-- A batch of events for any jobs (POST /events/batch, the seed), in one statement: `events` is
+-- a JSON array of objects as apply_event takes them, each naming its job by job_id or
+-- provider_job_id. Locks the jobs in id order (two calls cannot deadlock), applies each job's
+-- events in the order sent (record_event), then writes each job's row once (settle_job): as if
+-- the events had come one by one. Answers one row per event, in the order of its jobs: callers
+-- sort by `item` (the event's place in the array, from 1).
+CREATE OR REPLACE FUNCTION apply_events(events jsonb, visible_customer_id bigint)
+RETURNS TABLE (item integer, outcome text, event_id bigint, job_id bigint, problem text,
+               detail text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    sent record;
+    job jobs;                     -- the job of the events at hand, as they leave it
+    job_changed boolean := false; -- whether any of them was stored
+    reported events;
+    recorded record;
+BEGIN
+    FOR sent IN
+        WITH named AS (
+            SELECT e.ordinality::integer AS item,
+                e.value AS event,
+                coalesce(
+                    (e.value->>'job_id')::bigint,
+                    (SELECT j.id FROM jobs j WHERE j.provider_job_id = e.value->>'provider_job_id')
+                ) AS job_id
+            FROM jsonb_array_elements(events) WITH ORDINALITY AS e
+        ), locked AS (
+            SELECT j
+            FROM jobs j
+            WHERE j.id IN (SELECT named.job_id FROM named)
+              AND (visible_customer_id IS NULL OR j.customer_id = visible_customer_id)
+            ORDER BY j.id
+            FOR UPDATE
+        )
+        SELECT named.item, named.event, locked.j AS job
+        FROM named
+        LEFT JOIN locked ON (locked.j).id = named.job_id
+        ORDER BY (locked.j).id, named.item
+    LOOP
+        IF (sent.job).id IS DISTINCT FROM job.id THEN
+            IF job_changed THEN
+                PERFORM settle_job(job);
+            END IF;
+            job := sent.job;
+            job_changed := false;
+        END IF;
+
+        item := sent.item;
+        IF job.id IS NULL THEN
+            outcome := 'rejected';
+            event_id := NULL;
+            job_id := NULL;
+            problem := 'not_found';
+            detail := coalesce(sent.event->>'job_id', sent.event->>'provider_job_id');
+        ELSE
+            reported := jsonb_populate_record(NULL::events, sent.event);
+            reported.job_id := job.id;
+            reported.step_tag := sent.event->>'name';
+            reported.received_at := coalesce(reported.received_at, now());
+            recorded := record_event(job, reported);
+            job := recorded.job;
+            job_changed := job_changed OR recorded.outcome = 'created';
+            outcome := recorded.outcome;
+            event_id := (recorded.stored).id;
+            job_id := job.id;
+            problem := recorded.problem;
+            detail := recorded.detail;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+
+    IF job_changed THEN
+        PERFORM settle_job(job);
+    END IF;
+END
+$$;
