@@ -165,6 +165,20 @@ def current(env: str, args: argparse.Namespace) -> None:
     command.current(alembic_config())
 
 
+@db_task("sql-drift", "compare the database's SQL functions and triggers with app/models/sql")
+def sql_drift(env: str, args: argparse.Namespace) -> None:
+    setup(env)
+    from app.models.sql import drift
+
+    with config.database.engine.connect() as connection, connection.begin():
+        problems = drift(connection)
+    for problem in problems:
+        print(problem)
+    if problems:
+        raise TaskError(f"{len(problems)} SQL object(s) differ from app/models/sql")
+    print("Every SQL function and trigger is as its file under app/models/sql defines it")
+
+
 # Other tasks ------------------------------------------------------------------------------------
 
 

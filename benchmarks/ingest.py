@@ -7,10 +7,15 @@ On a scratch database (made through the maintenance connection of --database-url
 embedded server; dropped at the end), with data made by the app's own services, it prints:
 
 - single events (POST /jobs/{id}/events), each worker thread on its own jobs, at each
-  concurrency: events/s, p50/p95 latency and the server process's CPU time per event, beside
-  the baseline (the same rows, event, step completion and job update, sent with psycopg2 in
-  one transaction per event) and the ratio API/baseline;
-- batches (POST /events/batch, one client) against a raw multi-row insert of the same rows;
+  concurrency: events/s, p50/p95 latency, the server process's CPU time per event and its
+  PostgreSQL sessions' CPU time per event, beside the baseline (the same rows, event, step
+  completion and job update, sent with psycopg2 in one transaction per event; its sessions'
+  CPU time too) and the ratio API/baseline;
+- batches (POST /events/batch, one client) against a raw multi-row insert of the same rows,
+  with both sides' PostgreSQL CPU time per event;
+- the database's own work per single event in one warm session each way, API and baseline:
+  executor time, shared buffers touched and WAL bytes (benchmarks/event_work.py), the figures
+  a shared machine does not move;
 - through a proxy that counts them: database round trips per single event (commit included)
   and per batch, and new database sessions per request at the highest concurrency;
 - the median server time of one event through the Lambda handler (`app.main.handler`), at
@@ -28,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -37,8 +42,6 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import httpx2 as httpx
-import psycopg2
-import psycopg2.extras
 from sqlalchemy.engine import URL
 
 from app.models import Role, Scope
@@ -48,11 +51,14 @@ from app.schemas.job import JobCreate
 from app.schemas.job_configuration import JobConfigurationCreate, JobConfigurationStepCreate
 from app.services import api_keys, customers, job_configurations, jobs, users
 from app.services.access import Caller
+from benchmarks.baseline import Batch, PlannedEvent, Step, sql_batch, sql_event
+from benchmarks.event_work import EventWork, per_event_work
 from benchmarks.support import (
     DEFAULT_MAINTENANCE_URL,
     CountingProxy,
     Server,
     app_env,
+    backend_cpu_seconds,
     connection,
     describe_server,
     is_local,
@@ -67,6 +73,7 @@ from root import ROOT_DIR
 
 STEP_COUNT = 20
 SINGLE_TARGET, BATCH_TARGET = 0.35, 0.5
+EXPLAINED_EVENTS = 200
 WARM_UP_EVENTS = 100
 LAMBDA_EVENTS = 200
 
@@ -74,24 +81,6 @@ ItemT = TypeVar("ItemT")
 
 
 # Data, made through the services -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Step:
-    id: int
-    tag: str
-    points: int
-    cost: Decimal
-
-
-@dataclass(frozen=True)
-class PlannedEvent:
-    job_id: int
-    step: Step
-    event_id: str
-
-
-Batch = list[PlannedEvent]
 
 
 class Data:
@@ -217,8 +206,11 @@ def measure(
     send: Send[ItemT],
     events: int,
     server: Server | None = None,
+    backends: Callable[[], dict[int, float]] | None = None,
 ) -> Measurement:
-    """One thread per plan, all starting together once connected; timed until the last ends."""
+    """One thread per plan, all starting together once connected; timed until the last ends.
+    `server`: the app's process, whose CPU time is measured; `backends`: the CPU time of the
+    PostgreSQL sessions that do the work, by process id."""
     barrier = threading.Barrier(len(plans) + 1, timeout=120)
     result = Measurement(events)
 
@@ -245,18 +237,18 @@ def measure(
                 future.result()  # the error that broke the barrier
             raise
         cpu_before = server.cpu_seconds() if server else 0.0
-        backends_before = server.backend_cpu_seconds() if server else {}
+        backends_before = backends() if backends else {}
         started = time.perf_counter()
         for future in futures:
             future.result()
         result.seconds = time.perf_counter() - started
         if server is not None:
             result.server_cpu_s = server.cpu_seconds() - cpu_before
-            backends = server.backend_cpu_seconds()
-            if backends:
-                result.database_cpu_s = sum(
-                    used - backends_before.get(pid, 0.0) for pid, used in backends.items()
-                )
+        backends_after = backends() if backends else {}
+        if backends_after:
+            result.database_cpu_s = sum(
+                used - backends_before.get(pid, 0.0) for pid, used in backends_after.items()
+            )
     return result
 
 
@@ -285,125 +277,6 @@ def post_batch(client: httpx.Client, batch: Batch) -> str | None:
     if response.json()["created"] != len(batch):
         return "batch items not created"
     return None
-
-
-# The baseline: the rows the API writes, sent directly ---------------------------------------------
-
-LOCK_JOB = """
-    SELECT customer_id, configuration_id, created_at, coalesce(last_step_completed_at, created_at)
-    FROM jobs WHERE id = %s FOR UPDATE
-"""
-INSERT_EVENT = """
-    INSERT INTO events (job_id, kind, step_id, step_tag, event_id, received_at)
-    VALUES (%s, 'step', %s, %s, %s, now()) RETURNING id
-"""
-INSERT_COMPLETION = """
-    INSERT INTO job_step_completions (job_id, step_id, customer_id, configuration_id, event_id,
-        completed_at, points, cost, job_created_at, seconds_since_previous)
-    VALUES (%s, %s, %s, %s, %s, now(), %s, %s, %s, extract(epoch FROM now() - %s))
-    ON CONFLICT DO NOTHING RETURNING job_id
-"""
-UPDATE_JOB = """
-    UPDATE jobs SET
-        event_count = event_count + %(events)s,
-        steps_completed = steps_completed + %(steps)s,
-        completed_points = completed_points + %(points)s,
-        cost = cost + %(cost)s,
-        started_at = coalesce(started_at, now()),
-        last_event_at = now(),
-        last_step_completed_at = CASE WHEN %(steps)s > 0 THEN now()
-                                 ELSE last_step_completed_at END,
-        status = (CASE WHEN steps_completed + %(steps)s >= step_count
-                  THEN 'completed' ELSE 'running' END)::job_status,
-        updated_at = now()
-    WHERE id = %(job_id)s
-"""
-
-
-def update_job(cursor: Any, job_id: int, events: int, steps: Sequence[Step]) -> None:
-    cursor.execute(
-        UPDATE_JOB,
-        {
-            "job_id": job_id,
-            "events": events,
-            "steps": len(steps),
-            "points": sum(step.points for step in steps),
-            "cost": sum((step.cost for step in steps), Decimal(0)),
-        },
-    )
-
-
-def in_transaction(conn: Any, work: Callable[[Any], None]) -> str | None:
-    try:
-        with conn.cursor() as cursor:
-            work(cursor)
-        conn.commit()
-    except psycopg2.Error as error:
-        conn.rollback()
-        return f"baseline: {error!r}"[:200]
-    return None
-
-
-def sql_event(conn: Any, event: PlannedEvent) -> str | None:
-    def work(cursor: Any) -> None:
-        cursor.execute(LOCK_JOB, (event.job_id,))
-        customer_id, configuration_id, created_at, previous = cursor.fetchone()
-        step = event.step
-        cursor.execute(INSERT_EVENT, (event.job_id, step.id, step.tag, event.event_id))
-        (event_row,) = cursor.fetchone()
-        cursor.execute(
-            INSERT_COMPLETION,
-            (event.job_id, step.id, customer_id, configuration_id, event_row, step.points,
-             step.cost, created_at, previous),
-        )  # fmt: skip
-        update_job(cursor, event.job_id, 1, [step] if cursor.fetchone() else [])
-
-    return in_transaction(conn, work)
-
-
-def sql_batch(conn: Any, batch: Batch) -> str | None:
-    """A multi-row insert of the events and of their completions, and one UPDATE per job."""
-
-    def work(cursor: Any) -> None:
-        job_ids = sorted({event.job_id for event in batch})
-        cursor.execute(
-            "SELECT id, customer_id, configuration_id, created_at FROM jobs "
-            "WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
-            (job_ids,),
-        )
-        owners = {row[0]: row[1:] for row in cursor.fetchall()}
-        rows = [(e.job_id, e.step.id, e.step.tag, e.event_id) for e in batch]
-        event_rows = psycopg2.extras.execute_values(
-            cursor,
-            "INSERT INTO events (job_id, kind, step_id, step_tag, event_id, received_at) "
-            "VALUES %s RETURNING id",
-            rows,
-            template="(%s, 'step', %s, %s, %s, now())",
-            page_size=len(rows),
-            fetch=True,
-        )
-        completions = [
-            (e.job_id, e.step.id, *owners[e.job_id][:2], row_id, e.step.points, e.step.cost,
-             owners[e.job_id][2])
-            for e, (row_id,) in zip(batch, event_rows, strict=True)
-        ]  # fmt: skip
-        psycopg2.extras.execute_values(
-            cursor,
-            "INSERT INTO job_step_completions (job_id, step_id, customer_id, configuration_id, "
-            "event_id, completed_at, points, cost, job_created_at, seconds_since_previous) "
-            "VALUES %s ON CONFLICT DO NOTHING",
-            completions,
-            template="(%s, %s, %s, %s, %s, now(), %s, %s, %s, 0)",
-            page_size=len(completions),
-        )
-        by_job: defaultdict[int, list[Step]] = defaultdict(list)
-        for event in batch:
-            by_job[event.job_id].append(event.step)
-        for job_id in job_ids:
-            steps = by_job[job_id]
-            update_job(cursor, job_id, len(steps), list({step.id: step for step in steps}.values()))
-
-    return in_transaction(conn, work)
 
 
 # Accounting: round trips and sessions, through a counting proxy -----------------------------------
@@ -494,10 +367,35 @@ def verdict(value: float, target: float, *, at_most: bool = False) -> str:
     return "met" if met else "NOT met"
 
 
+def target(label: str, value: float, goal: float, *, at_most: bool = False) -> None:
+    sign = "<=" if at_most else ">="
+    print(f"  {label} {value:.2f} ({sign} {goal:g}): {verdict(value, goal, at_most=at_most)}")
+
+
+def known(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def print_event_work(api: EventWork, raw: EventWork) -> None:
+    ratio = api.ratio(raw)
+    print(
+        f"\ndatabase work per single step event, one warm session each way, median of "
+        f"{EXPLAINED_EVENTS} (EXPLAIN (ANALYZE, BUFFERS, WAL))"
+    )
+    print("                    API      raw   API/raw")
+    for label, mine, theirs, each in (
+        ("executor ms", api.executor_ms, raw.executor_ms, ratio.executor_ms),
+        ("shared buffers", api.buffers, raw.buffers, ratio.buffers),
+        ("WAL bytes", api.wal_bytes, raw.wal_bytes, ratio.wal_bytes),
+    ):
+        print(f"  {label:14s} {mine:9.3f} {theirs:8.3f} {each:9.2f}")
+
+
 def run(args: argparse.Namespace, url: URL) -> None:
     migrate(url)
     data = Data(url)
     problems: Counter[str] = Counter()
+    raw_backends = lambda: backend_cpu_seconds(url, "tracker-bench")  # noqa: E731
     try:
         singles: dict[int, tuple[Measurement, Measurement]] = {}
         with serve(url) as server:
@@ -507,40 +405,56 @@ def run(args: argparse.Namespace, url: URL) -> None:
             print("\nsingle events, each worker on its own jobs (POST /jobs/{id}/events)")
             print(
                 "workers   API ev/s  p50 ms  p95 ms  CPU ms/ev  DB CPU ms/ev   SQL ev/s  p50 ms"
-                "   API/SQL"
+                "  DB CPU ms/ev   API/SQL"
             )
             for workers in args.concurrency:
                 api_plan = data.per_worker(args.events, workers, f"api{workers}")
                 sql_plan = data.per_worker(args.events, workers, f"sql{workers}")
-                api = measure(api_plan, open_api, post_event, args.events, server)
-                sql = measure(sql_plan, open_sql, sql_event, args.events)
+                api = measure(
+                    api_plan, open_api, post_event, args.events, server,
+                    server.backend_cpu_seconds,
+                )  # fmt: skip
+                sql = measure(sql_plan, open_sql, sql_event, args.events, None, raw_backends)
                 singles[workers] = api, sql
                 problems.update(api.problems + sql.problems)
                 print(
                     f"{workers:7d} {api.rate:10.1f} {api.latency_ms(0.5):7.2f} "
                     f"{api.latency_ms(0.95):7.2f} {api.cpu_ms_per_event:10.2f} "
-                    f"{api.database_cpu_ms_per_event or math.nan:13.2f} {sql.rate:10.1f} "
-                    f"{sql.latency_ms(0.5):7.2f} {api.rate / sql.rate:9.2f}",
+                    f"{known(api.database_cpu_ms_per_event):13.2f} {sql.rate:10.1f} "
+                    f"{sql.latency_ms(0.5):7.2f} {known(sql.database_cpu_ms_per_event):13.2f}"
+                    f" {api.rate / sql.rate:9.2f}",
                     flush=True,
                 )
             api_batches = data.batches(args.events, args.batch_size, "api-b")
             sql_batches = data.batches(args.events, args.batch_size, "sql-b")
-            api_b = measure(api_batches, open_api, post_batch, args.events, server)
-            sql_b = measure(sql_batches, open_sql, sql_batch, args.events)
+            api_b = measure(
+                api_batches, open_api, post_batch, args.events, server, server.backend_cpu_seconds
+            )
+            sql_b = measure(sql_batches, open_sql, sql_batch, args.events, None, raw_backends)
             problems.update(api_b.problems + sql_b.problems)
             print(f"\nbatches of {args.batch_size}, one client (POST /events/batch)")
-            print("  API ev/s  ms/batch  CPU ms/ev    SQL ev/s  ms/batch   API/SQL")
+            print(
+                "  API ev/s  ms/batch  CPU ms/ev  DB CPU ms/ev    SQL ev/s  ms/batch  DB CPU ms/ev"
+                "   API/SQL"
+            )
             print(
                 f"{api_b.rate:10.1f} {api_b.latency_ms(0.5):9.1f} {api_b.cpu_ms_per_event:10.3f} "
-                f"{sql_b.rate:11.1f} {sql_b.latency_ms(0.5):9.1f} {api_b.rate / sql_b.rate:9.2f}",
+                f"{known(api_b.database_cpu_ms_per_event):13.3f} "
+                f"{sql_b.rate:11.1f} {sql_b.latency_ms(0.5):9.1f} "
+                f"{known(sql_b.database_cpu_ms_per_event):13.3f} "
+                f"{api_b.rate / sql_b.rate:9.2f}",
                 flush=True,
             )
             log_lines = server.warnings()
+        [explained_api] = data.per_worker(EXPLAINED_EVENTS, 1, "explain-api")
+        [explained_raw] = data.per_worker(EXPLAINED_EVENTS, 1, "explain-raw")
+        api_work, raw_work = per_event_work(url, explained_api, explained_raw)
         accounting = account(url, data, args)
         handler_ms = lambda_median_ms(url, data)
     finally:
         data.close()
 
+    print_event_work(api_work, raw_work)
     print("\nround trips and sessions (through a counting proxy)")
     print(
         f"  round trips per single event, commit included: {accounting.round_trips_per_event:.2f}"
@@ -553,18 +467,23 @@ def run(args: argparse.Namespace, url: URL) -> None:
     print(f"\nLambda handler, one event at a time: median {handler_ms:.2f} ms of server time")
 
     print("\ntargets")
+    if 1 in singles:
+        database_cpu = known(singles[1][0].database_cpu_ms_per_event)
+        target("PostgreSQL CPU ms per single event, 1 worker", database_cpu, 1.2, at_most=True)
+    ratio = api_work.ratio(raw_work)
+    target("database time per single event, API/raw", ratio.executor_ms, 2.5, at_most=True)
+    target("shared buffers per single event, API/raw", ratio.buffers, 1.5, at_most=True)
+    target("WAL bytes per single event, API/raw", ratio.wal_bytes, 1.2, at_most=True)
+    batch_cpu = known(api_b.database_cpu_ms_per_event) / known(sql_b.database_cpu_ms_per_event)
+    target("PostgreSQL CPU per event in batches, API/raw", batch_cpu, 2, at_most=True)
     for workers in sorted({1, 8} & set(singles)):
-        ratio = singles[workers][0].rate / singles[workers][1].rate
-        verdict_text = verdict(ratio, SINGLE_TARGET)
-        print(f"  single events, {workers} workers, API/SQL {ratio:.2f} (>= 0.35): {verdict_text}")
+        ratio_of_rates = singles[workers][0].rate / singles[workers][1].rate
+        target(f"single events, {workers} workers, API/SQL", ratio_of_rates, SINGLE_TARGET)
     cpu = min(api.cpu_ms_per_event or math.inf for api, _ in singles.values())
-    print(f"  server CPU per single event {cpu:.2f} ms (<= 1.5): {verdict(cpu, 1.5, at_most=True)}")
-    trips = accounting.round_trips_per_event
-    print(f"  round trips per single event {trips:.2f} (<= 3): {verdict(trips, 3, at_most=True)}")
-    batch_ratio = api_b.rate / sql_b.rate
-    print(f"  batches, API/SQL {batch_ratio:.2f} (>= 0.5): {verdict(batch_ratio, BATCH_TARGET)}")
-    sessions = accounting.sessions_per_request
-    print(f"  new sessions per request {sessions:.3f} (0): {verdict(sessions, 0, at_most=True)}")
+    target("server CPU ms per single event", cpu, 1.5, at_most=True)
+    target("round trips per single event", accounting.round_trips_per_event, 3, at_most=True)
+    target("batches, API/SQL", api_b.rate / sql_b.rate, BATCH_TARGET)
+    target("new sessions per request", accounting.sessions_per_request, 0, at_most=True)
 
     print(f"\nproblems: {dict(problems) or 'none'}")
     print(f"server log: {len(log_lines)} lines at WARNING or above")

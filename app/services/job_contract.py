@@ -1,16 +1,20 @@
 """The job contract, applied by the database in one call per request.
 
-The rules (progress, cost, status, error resolution, each step's earliest completion time, and the
-per-step completion and error records with their funnel timing) are one PL/pgSQL function,
-`apply_events`, versioned by the migration "apply events in the database" (a change to the rules
-is a new migration that replaces it: "deadlines, stalled jobs and webhooks" added the job's
-deadline, moved by every event, and the webhook notifications of jobs that complete or fail).
-This module is how Python calls it; every writer goes through here: the API's single events and
-batches, and the seed.
+The rules live in PL/pgSQL, one file each under app/models/sql/functions/:
 
-A call takes the events of any jobs, in order; a single event is a batch of one. It runs in the
-caller's transaction (`get_db` still commits), locks the jobs it names until the transaction ends,
-and answers one outcome per event.
+- `record_event.sql`: one event of one job: refusals (cancelled job, unknown step), replays of
+  an event_id, the stored event, the step's completion (each step once, at its earliest time,
+  timed from the previous one for the funnel), the errors a step resolves, per-step error
+  counts; it changes the job's counters in memory only;
+- `settle_job.sql`: the job's row, written once a call, with its status (`job_status.sql`), its
+  deadline (`job_deadline.sql`) and the notifications of a job that has just completed or
+  failed (`enqueue_webhooks.sql`);
+- `apply_event.sql` (a single event) and `apply_events.sql` (a batch, each job's events in
+  order) lock the jobs and call those two, so both paths apply the same rules.
+
+This module is how Python calls them; every writer goes through here: the API's single events
+and batches, and the seed. A call runs in the caller's transaction (`get_db` still commits),
+locks the jobs it names until the transaction ends, and answers one outcome per event.
 """
 
 import json

@@ -39,7 +39,7 @@ def test_help_lists_every_command() -> None:
     result = run_python("tasks.py", "-h")
     assert result.returncode == 0
     for env in ("dev", "test", "prod"):
-        for action in ("reset", "upgrade", "downgrade", "seed", "current"):
+        for action in ("reset", "upgrade", "downgrade", "seed", "current", "sql-drift"):
             assert f"db:{env}:{action}" in result.stdout
     assert "db:revision" in result.stdout
     assert "lint" in result.stdout
@@ -96,6 +96,7 @@ def test_database_lifecycle_on_a_scratch_database() -> None:
 
         run("db:test:upgrade")
         assert "(head)" in run("db:test:current")
+        assert "Every SQL function and trigger is as its file" in run("db:test:sql-drift")
 
         first = run("db:test:seed")
         assert "Seeded:" in first
@@ -118,6 +119,12 @@ def test_database_lifecycle_on_a_scratch_database() -> None:
         # A job per customer and planned status, a stalled one, and the history.
         demo_jobs = len(seed.CUSTOMER_DATA) * (len(seed.DEMO_JOB_PLAN) + 1) + seed.HISTORY_JOBS
         assert len(scalar_rows(env["DATABASE_URL"], select(Job.id))) == 30 + demo_jobs
+
+        run("db:test:downgrade", "-1")
+        drifted = run_python("tasks.py", "db:test:sql-drift", env=env)
+        assert drifted.returncode == 1
+        assert "app/models/sql/functions/record_event.sql: not in the database" in drifted.stdout
+        assert "SQL object(s) differ from app/models/sql" in drifted.stderr
 
         run("db:test:downgrade", "base")
         assert "(head)" not in run("db:test:current")
