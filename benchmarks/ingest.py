@@ -211,44 +211,50 @@ def measure(
     """One thread per plan, all starting together once connected; timed until the last ends.
     `server`: the app's process, whose CPU time is measured; `backends`: the CPU time of the
     PostgreSQL sessions that do the work, by process id."""
-    barrier = threading.Barrier(len(plans) + 1, timeout=120)
+    started_together = threading.Barrier(len(plans) + 1, timeout=120)
+    finished = threading.Barrier(len(plans) + 1)
+    measured = threading.Event()
     result = Measurement(events)
 
     def work(items: Sequence[ItemT]) -> None:
         try:
             with open_channel() as channel:
-                barrier.wait()
+                started_together.wait()
                 for item in items:
                     started = time.perf_counter()
                     problem = send(channel, item)
                     result.latencies.append(time.perf_counter() - started)
                     if problem:
                         result.problems[problem] += 1
+                finished.wait()
+                measured.wait()  # the session stays open until its CPU time is read
         except BaseException:
-            barrier.abort()
+            started_together.abort()
+            finished.abort()
             raise
 
     with ThreadPoolExecutor(max_workers=len(plans)) as pool:
         futures = [pool.submit(work, items) for items in plans]
         try:
-            barrier.wait()
+            started_together.wait()
+            cpu_before = server.cpu_seconds() if server else 0.0
+            backends_before = backends() if backends else {}
+            started = time.perf_counter()
+            finished.wait()
+            result.seconds = time.perf_counter() - started
+            if server is not None:
+                result.server_cpu_s = server.cpu_seconds() - cpu_before
+            backends_after = backends() if backends else {}
+            if backends_after:
+                result.database_cpu_s = sum(
+                    used - backends_before.get(pid, 0.0) for pid, used in backends_after.items()
+                )
         except threading.BrokenBarrierError:
+            pass  # a worker failed: its error is raised below
+        finally:
+            measured.set()
             for future in futures:
-                future.result()  # the error that broke the barrier
-            raise
-        cpu_before = server.cpu_seconds() if server else 0.0
-        backends_before = backends() if backends else {}
-        started = time.perf_counter()
-        for future in futures:
-            future.result()
-        result.seconds = time.perf_counter() - started
-        if server is not None:
-            result.server_cpu_s = server.cpu_seconds() - cpu_before
-        backends_after = backends() if backends else {}
-        if backends_after:
-            result.database_cpu_s = sum(
-                used - backends_before.get(pid, 0.0) for pid, used in backends_after.items()
-            )
+                future.result()
     return result
 
 
@@ -344,6 +350,13 @@ AGGREGATE_CHECK = """
 """
 
 
+def analyze(url: URL) -> None:
+    """Statistics for the new tables, as a running database has them (autovacuum would take a
+    minute): the sessions' cached plans are made again from them."""
+    with connection(url, autocommit=True) as conn, conn.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
 def check_aggregates(url: URL) -> str:
     with connection(url, autocommit=True) as conn, conn.cursor() as cursor:
         cursor.execute(AGGREGATE_CHECK)
@@ -402,6 +415,7 @@ def run(args: argparse.Namespace, url: URL) -> None:
             open_api = lambda: api_client(server.base_url, data.api_key)  # noqa: E731
             open_sql = lambda: connection(url)  # noqa: E731
             measure(data.per_worker(WARM_UP_EVENTS, 1, "w"), open_api, post_event, 0)
+            analyze(url)
             print("\nsingle events, each worker on its own jobs (POST /jobs/{id}/events)")
             print(
                 "workers   API ev/s  p50 ms  p95 ms  CPU ms/ev  DB CPU ms/ev   SQL ev/s  p50 ms"
@@ -474,7 +488,9 @@ def run(args: argparse.Namespace, url: URL) -> None:
     target("database time per single event, API/raw", ratio.executor_ms, 2.5, at_most=True)
     target("shared buffers per single event, API/raw", ratio.buffers, 1.5, at_most=True)
     target("WAL bytes per single event, API/raw", ratio.wal_bytes, 1.2, at_most=True)
-    batch_cpu = known(api_b.database_cpu_ms_per_event) / known(sql_b.database_cpu_ms_per_event)
+    batch_cpu = known(api_b.database_cpu_ms_per_event) / (
+        sql_b.database_cpu_ms_per_event or math.nan
+    )
     target("PostgreSQL CPU per event in batches, API/raw", batch_cpu, 2, at_most=True)
     for workers in sorted({1, 8} & set(singles)):
         ratio_of_rates = singles[workers][0].rate / singles[workers][1].rate

@@ -141,7 +141,9 @@ def backend_cpu_seconds(url: URL, application_name: str) -> dict[int, float]:
     runs on this machine), by process id; empty where /proc does not show them."""
     with connection(url, autocommit=True) as conn, conn.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+            " AND pid <> pg_backend_pid()",
+            (application_name,),
         )
         pids = [pid for (pid,) in cursor.fetchall()]
     used = {}

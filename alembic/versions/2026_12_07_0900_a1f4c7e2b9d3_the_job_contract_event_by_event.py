@@ -217,12 +217,27 @@ BEGIN
             END IF;
         END IF;
 
-        IF completion_is_new AND reported_at > job.last_step_completed_at
-           OR completion_is_new AND job.last_step_completed_at IS NULL THEN
-            -- The latest completion so far: timed right above.
+        -- Completions are chained by time, then step: a new one that comes last in the chain
+        -- (the usual case, the events of a batch received at the same moment included) was
+        -- timed right above; any other change makes the job's chain again.
+        IF completion_is_new AND (
+            job.last_step_completed_at IS NULL
+            OR reported_at > job.last_step_completed_at
+            OR reported_at = job.last_step_completed_at AND NOT EXISTS (
+                -- By the primary key (OFFSET 0 keeps the time out of the index scan): a batch's
+                -- completions all have the same time, and an index on it would read them all.
+                SELECT 1
+                FROM (
+                    SELECT c.completed_at
+                    FROM job_step_completions c
+                    WHERE c.job_id = job.id
+                      AND c.step_id > step.id
+                    OFFSET 0
+                ) later
+                WHERE later.completed_at = reported_at)
+        ) THEN
             job.last_step_completed_at := reported_at;
         ELSIF completion_is_new IS NOT NULL THEN
-            -- A completion earlier than another one: the chain of times is made again.
             UPDATE job_step_completions done
             SET seconds_since_previous = timed.seconds
             FROM (
