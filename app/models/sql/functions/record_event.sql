@@ -7,6 +7,7 @@ CREATE OR REPLACE FUNCTION record_event(
     INOUT job jobs,
     reported events,       -- the event as sent: kind, step_tag, event_id, occurred_at,
                            -- received_at, message, metadata
+    step job_configuration_steps,  -- the step of the job's version that step_tag names, if any
     OUT outcome text,      -- created, duplicate or rejected
     OUT problem text,      -- why it was rejected: cancelled or unknown_step
     OUT detail text,       -- for unknown_step, the job's valid step tags
@@ -14,20 +15,12 @@ CREATE OR REPLACE FUNCTION record_event(
 )
 LANGUAGE plpgsql AS $$
 DECLARE
-    step job_configuration_steps;
     reported_at timestamptz := coalesce(reported.occurred_at, reported.received_at);
     -- The step's completion: new (true), moved earlier (false), or unchanged (NULL).
     completion_is_new boolean;
+    comes_last boolean;
     resolved integer;
 BEGIN
-    IF reported.step_tag IS NOT NULL THEN
-        SELECT *
-        INTO step
-        FROM job_configuration_steps s
-        WHERE s.configuration_id = job.configuration_id
-          AND s.tag = reported.step_tag;
-    END IF;
-
     IF job.status = 'cancelled' OR (reported.step_tag IS NOT NULL AND step.id IS NULL) THEN
         -- Refused, unless it replays an event the job has: a replay answers what was stored.
         SELECT *
@@ -109,22 +102,26 @@ BEGIN
         -- Completions are chained by time, then step: a new one that comes last in the chain
         -- (the usual case, the events of a batch received at the same moment included) was
         -- timed right above; any other change makes the job's chain again.
-        IF completion_is_new AND (
-            job.last_step_completed_at IS NULL
-            OR reported_at > job.last_step_completed_at
-            OR reported_at = job.last_step_completed_at AND NOT EXISTS (
-                -- By the primary key (OFFSET 0 keeps the time out of the index scan): a batch's
-                -- completions all have the same time, and an index on it would read them all.
-                SELECT 1
-                FROM (
-                    SELECT c.completed_at
-                    FROM job_step_completions c
-                    WHERE c.job_id = job.id
-                      AND c.step_id > step.id
-                    OFFSET 0
-                ) later
-                WHERE later.completed_at = reported_at)
-        ) THEN
+        IF completion_is_new IS NOT NULL THEN
+            comes_last := completion_is_new AND (
+                job.last_step_completed_at IS NULL OR reported_at > job.last_step_completed_at);
+            IF completion_is_new AND reported_at = job.last_step_completed_at THEN
+                -- A tie: last unless a later step has that time too. All the job's completions
+                -- by the primary key, whatever the statistics say: OFFSET 0 keeps the time out
+                -- of the scan (an index on it would read every completion of a batch, which all
+                -- have that time).
+                comes_last := step.id = (
+                    SELECT max(done.step_id)
+                    FROM (
+                        SELECT c.step_id, c.completed_at
+                        FROM job_step_completions c
+                        WHERE c.job_id = job.id
+                        OFFSET 0
+                    ) done
+                    WHERE done.completed_at = reported_at);
+            END IF;
+        END IF;
+        IF comes_last THEN
             job.last_step_completed_at := reported_at;
         ELSIF completion_is_new IS NOT NULL THEN
             UPDATE job_step_completions done
