@@ -7,8 +7,9 @@ and its timing, the errors it resolves, the per-step error counts) and then writ
 row once with `settle_job` (counters, status, deadline, notifications). Their signatures and
 answers are unchanged, so the release before this one keeps working against it. `job_deadline`
 and `enqueue_webhooks` become PL/pgSQL, whose plans a session keeps, where a SQL function called
-from a statement is planned again at each execution. The type `event_to_apply`, which only the
-old `apply_events` used, goes.
+from a statement is planned again at each execution; both calls force generic plans, which
+PL/pgSQL would otherwise make again for some statements at every event. The type
+`event_to_apply`, which only the old `apply_events` used, goes.
 
 The texts below are copies of app/models/sql/functions/*.sql as this migration made them, and,
 for downgrade(), the definitions they replace.
@@ -414,8 +415,8 @@ APPLY_EVENTS = r"""
 -- a JSON array of objects as apply_event takes them, each naming its job by job_id or
 -- provider_job_id. Locks the jobs in id order (two calls cannot deadlock), applies each job's
 -- events in the order sent (record_event), then writes each job's row once (settle_job): as if
--- the events had come one by one. Answers one row per event, in the order of its jobs: callers
--- sort by `item` (the event's place in the array, from 1).
+-- the events had come one by one. Answers one row per event, in the order sent (`item`, the
+-- event's place in the array, from 1).
 CREATE OR REPLACE FUNCTION apply_events(events jsonb, visible_customer_id bigint)
 RETURNS TABLE (item integer, outcome text, event_id bigint, job_id bigint, problem text,
                detail text)
@@ -432,6 +433,13 @@ DECLARE
     job_changed boolean := false; -- whether any of them was stored
     reported events;
     recorded record;
+    -- The answers, by item: the events are worked through job by job.
+    sent_count integer := jsonb_array_length(events);
+    outcomes text[] := array_fill(NULL::text, ARRAY[sent_count]);
+    event_ids bigint[] := array_fill(NULL::bigint, ARRAY[sent_count]);
+    job_ids bigint[] := array_fill(NULL::bigint, ARRAY[sent_count]);
+    problems text[] := array_fill(NULL::text, ARRAY[sent_count]);
+    details text[] := array_fill(NULL::text, ARRAY[sent_count]);
 BEGIN
     FOR sent IN
         WITH named AS (
@@ -465,13 +473,10 @@ BEGIN
             job_changed := false;
         END IF;
 
-        item := sent.item;
         IF job.id IS NULL THEN
-            outcome := 'rejected';
-            event_id := NULL;
-            job_id := NULL;
-            problem := 'not_found';
-            detail := coalesce(sent.event->>'job_id', sent.event->>'provider_job_id');
+            outcomes[sent.item] := 'rejected';
+            problems[sent.item] := 'not_found';
+            details[sent.item] := coalesce(sent.event->>'job_id', sent.event->>'provider_job_id');
         ELSE
             reported := jsonb_populate_record(NULL::events, sent.event);
             reported.job_id := job.id;
@@ -480,18 +485,24 @@ BEGIN
             recorded := record_event(job, reported, sent.step);
             job := recorded.job;
             job_changed := job_changed OR recorded.outcome = 'created';
-            outcome := recorded.outcome;
-            event_id := (recorded.stored).id;
-            job_id := job.id;
-            problem := recorded.problem;
-            detail := recorded.detail;
+            outcomes[sent.item] := recorded.outcome;
+            event_ids[sent.item] := (recorded.stored).id;
+            job_ids[sent.item] := job.id;
+            problems[sent.item] := recorded.problem;
+            details[sent.item] := recorded.detail;
         END IF;
-        RETURN NEXT;
     END LOOP;
 
     IF job_changed THEN
         PERFORM settle_job(job);
     END IF;
+
+    RETURN QUERY
+        SELECT answer.item::integer, answer.outcome, answer.event_id, answer.job_id,
+            answer.problem, answer.detail
+        FROM unnest(outcomes, event_ids, job_ids, problems, details)
+            WITH ORDINALITY AS answer(outcome, event_id, job_id, problem, detail, item)
+        ORDER BY answer.item;
 END
 $$;
 """

@@ -33,9 +33,7 @@ from app.schemas.event import EventCreate
 Problem = Literal["not_found", "cancelled", "unknown_step"]
 Result = Literal["created", "duplicate", "rejected"]
 
-_APPLY_EVENTS = text(
-    "SELECT * FROM apply_events(CAST(:events AS jsonb), :visible_customer_id) ORDER BY item"
-)
+_APPLY_EVENTS = text("SELECT * FROM apply_events(CAST(:events AS jsonb), :visible_customer_id)")
 _APPLY_EVENT = text("SELECT * FROM apply_event(CAST(:event AS jsonb), :visible_customer_id)")
 # The ids a job can have: PostgreSQL's bigint.
 _MIN_ID, _MAX_ID = -(2**63), 2**63 - 1
