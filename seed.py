@@ -236,7 +236,7 @@ def seed_jobs(
                         metadata={"exit_code": 137},
                     )
                 )
-            event_service.apply_events(session, [(job, event_in) for event_in in events])
+            event_service.apply_to_jobs(session, [(job, event_in) for event_in in events])
             if wanted == JobStatus.CANCELLED:
                 job_service.cancel_job(session, caller=caller, job_id=job.id)
     return added
@@ -457,10 +457,11 @@ def _bulk_job(
     )
 
 
-def _skip_foreign_key_checks(session: Session) -> bool:
+def _skip_triggers(session: Session) -> bool:
     """The rows made here refer to rows that exist; where the role may (a superuser, as on the
-    embedded server), skip the per-row foreign key triggers for this transaction: inserting is
-    then several times faster."""
+    embedded server), skip every row trigger for this transaction (`session_replication_role =
+    replica`): the foreign key checks, which makes inserting several times faster, and the
+    marking of rolled-up periods, so the rollups must be made anew afterwards."""
     try:
         with session.begin_nested():
             session.execute(text("SET LOCAL session_replication_role = replica"))
@@ -587,7 +588,7 @@ def seed_bulk(
         start = end - timedelta(days=30 * months)
         span = (end - start).total_seconds()
         totals = {"jobs": 0, "events": 0}
-        checks_skipped = False
+        triggers_skipped = False
         analyzed_at = 0
         started = time.perf_counter()
         with tqdm(total=jobs, unit="job", desc=f"{prefix} seed", disable=not progress_bar) as bar:
@@ -595,7 +596,7 @@ def seed_bulk(
                 count = min(BULK_CHUNK_JOBS, jobs - chunk_start)
                 # A chunk is thousands of jobs at once, not a request: no request's time limit.
                 session.execute(text("SET LOCAL statement_timeout = 0"))
-                checks_skipped = _skip_foreign_key_checks(session)
+                triggers_skipped = _skip_triggers(session)
                 first_id = _reserve_ids(session, "jobs", count)
                 chunk = [
                     _bulk_job(
@@ -620,12 +621,12 @@ def seed_bulk(
                     _analyze(session)
                     analyzed_at = totals["jobs"]
         elapsed = time.perf_counter() - started
-        if checks_skipped:  # and so the triggers that mark rolled-up periods: roll up anew
+        if triggers_skipped:  # the rollups' marks too: roll up anew
             rollups.forget(session)
         _analyze(session)
     print(
         f"Bulk seeded {totals['jobs']} jobs and {totals['events']} events in {elapsed:.1f} s "
         f"({totals['events'] / max(elapsed, 1e-9):,.0f} events/s"
-        + (", foreign key triggers skipped)" if checks_skipped else ")")
+        + (", triggers skipped)" if triggers_skipped else ")")
     )
     return totals

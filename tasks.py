@@ -6,7 +6,6 @@ application for its environment first, exactly as the API would be.
 
 import argparse
 import getpass
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -236,15 +235,21 @@ PASSWORD_ENV = "TRACKER_PASSWORD"  # noqa: S105 (the variable's name)
 
 def read_password(args: argparse.Namespace) -> str:
     """The new password: from TRACKER_PASSWORD for scripts, else asked for twice."""
-    password = os.environ.get(PASSWORD_ENV)
+    from app.schemas.fields import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
+    from config.settings import TaskInputs
+
+    given = TaskInputs().tracker_password
+    password = given.get_secret_value() if given is not None else None
     if password is None:
         if not sys.stdin.isatty():
             raise TaskError(f"no terminal to ask for the password: set {PASSWORD_ENV}", 2)
         password = getpass.getpass("New password: ")
         if getpass.getpass("Repeat it: ") != password:
             raise TaskError("the passwords differ", 2)
-    if not 8 <= len(password) <= 128:
-        raise TaskError("the password must be 8 to 128 characters", 2)
+    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
+        raise TaskError(
+            f"the password must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters", 2
+        )
     return password
 
 

@@ -36,13 +36,13 @@ from sqlalchemy.engine import URL
 
 from benchmarks.copies import BULK_PREFIX, copy_bulk_jobs
 from benchmarks.support import (
-    DEFAULT_MAINTENANCE_URL,
+    add_database_url,
     app_env,
     connection,
-    describe_server,
-    is_local,
-    maintenance_url,
+    database_exists,
+    local_maintenance,
     migrate,
+    new_database,
     percentile,
     scratch_database,
 )
@@ -78,24 +78,10 @@ def seed(url: URL, scale: float) -> None:
         copy_bulk_jobs(url, copies=int(scale) - 1)
 
 
-def exists(maintenance: URL, name: str) -> bool:
-    with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        return cursor.fetchone() is not None
-
-
-def create(maintenance: URL, name: str, template: str | None = None) -> URL:
-    with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
-        cursor.execute(
-            f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
-        )
-    return maintenance.set(database=name)
-
-
 def from_template(maintenance: URL, name: str, template: str, scale: float) -> None:
     """The new database `name`, a copy of the scale-1 database `template`, filled to `scale`
     (dropped if that fails, so that it is never kept half filled)."""
-    url = create(maintenance, name, template)
+    url = new_database(maintenance, name, template)
     try:
         migrate(url)
         with connection(url) as conn, conn.cursor() as cursor:
@@ -322,10 +308,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scale", type=float, default=1.0, help="x 100,000 jobs (default 1)")
     parser.add_argument("--repeat", type=int, default=20, help="requests per case (default 20)")
-    parser.add_argument(
-        "--database-url",
-        help=f"maintenance connection (default: {DEFAULT_MAINTENANCE_URL}, else the embedded one)",
-    )
+    add_database_url(parser)
     parser.add_argument(
         "--keep", metavar="NAME", help="use (and keep) this database, seeding it only when empty"
     )
@@ -342,20 +325,17 @@ def main() -> None:
     if args.from_template and args.scale < 1:
         parser.error("--from-template makes a scale of 1 or more")
 
-    maintenance = maintenance_url(args.database_url).set(drivername="postgresql+psycopg2")
-    if not is_local(maintenance):
-        parser.error("the database must be at 127.0.0.1 or behind a Unix socket (?host=/dir)")
-    print(describe_server(maintenance))
+    maintenance = local_maintenance(parser, args.database_url)
     started = time.perf_counter()
     if args.keep:
         url = maintenance.set(database=args.keep)
         if args.from_template:
-            if exists(maintenance, args.keep):
+            if database_exists(maintenance, args.keep):
                 parser.error(f"{args.keep} exists already: --from-template makes it")
             from_template(maintenance, args.keep, args.from_template, args.scale)
         else:
-            if not exists(maintenance, args.keep):
-                create(maintenance, args.keep)
+            if not database_exists(maintenance, args.keep):
+                new_database(maintenance, args.keep)
             migrate(url)
             if is_empty(url):
                 seed(url, args.scale)

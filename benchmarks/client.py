@@ -10,19 +10,12 @@ dropped afterwards.
 """
 
 import argparse
-import contextlib
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
@@ -30,61 +23,13 @@ from app.internal.api_key_format import digest, display_prefix, generate_api_key
 from app.models import ApiKey, Customer, Role, Scope, User
 from app.schemas.job_configuration import JobConfigurationCreate, JobConfigurationStepCreate
 from app.services import job_configurations
-from benchmarks.support import migrate, scratch_database
+from benchmarks.support import migrate, scratch_database, serve
 from config.database import Database
-from root import ROOT_DIR, root_path
+from root import root_path
 from trackerapi import Tracker
 
-LOCALHOST = "127.0.0.1"
 TAG = "bench-pipeline"
 STEPS = [f"s{n:02d}" for n in range(1, 21)]
-START_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOCALHOST, 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serve(url: URL) -> Iterator[str]:
-    """uvicorn (one worker, no access log) on a free port; answers its base URL."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:app",
-        "--host",
-        LOCALHOST,
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    env = {
-        **os.environ,
-        "APP_ENV": "development",
-        "LOG_LEVEL": "WARNING",
-        "DATABASE_URL": url.render_as_string(hide_password=False),
-    }
-    process = subprocess.Popen(command, cwd=ROOT_DIR, env=env)
-    base_url = f"http://{LOCALHOST}:{port}"
-    try:
-        give_up = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < give_up:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    break
-            if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {process.returncode}")
-            time.sleep(0.1)
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def add_caller(url: URL) -> str:
@@ -182,7 +127,8 @@ def main() -> None:
     with scratch_database(maintenance) as url, tempfile.TemporaryDirectory() as scratch:
         migrate(url)
         key = add_caller(url)
-        with serve(url) as base_url:
+        with serve(url, LOG_LEVEL="WARNING") as server:
+            base_url = server.base_url
             spool = Path(scratch) / "spool.sqlite3"
             caller_cost(base_url, key, spool, args.events)
             sync_rate(base_url, key, spool, args.sync_events)

@@ -44,12 +44,12 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from benchmarks.support import (
-    DEFAULT_MAINTENANCE_URL,
+    add_database_url,
     connection,
-    describe_server,
-    is_local,
-    maintenance_url,
+    database_exists,
+    local_maintenance,
     migrate,
+    new_database,
     percentile,
 )
 from config import database as databases
@@ -728,22 +728,6 @@ def measure_received_at_index(url: URL, rows: int) -> None:
 # Running ----------------------------------------------------------------------------------------
 
 
-def create(maintenance: URL, name: str, template: str | None = None) -> URL:
-    with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
-        clause = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
-        started = time.perf_counter()
-        cursor.execute(f'CREATE DATABASE "{name}"{clause}')
-        if template:
-            log(f"copied {template} to {name} in {time.perf_counter() - started:.0f} s")
-    return maintenance.set(database=name)
-
-
-def exists(maintenance: URL, name: str) -> bool:
-    with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        return cursor.fetchone() is not None
-
-
 LOOKUPS = (
     ("an event by job and event_id (the idempotency check)",
      "SELECT id FROM events WHERE job_id = %(job)s AND event_id = %(key)s"),
@@ -795,24 +779,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rows", type=int, default=20_000_000, help="events (default 20 M)")
     parser.add_argument("--batch-size", type=int, default=1000, help="rows a batch (1,000)")
-    parser.add_argument(
-        "--database-url",
-        help=f"maintenance connection (default: {DEFAULT_MAINTENANCE_URL}, else the embedded one)",
-    )
+    add_database_url(parser)
     parser.add_argument(
         "--keep", metavar="NAME", help="build the data once into this database and keep it"
     )
     parser.add_argument("--build-only", action="store_true", help="with --keep: build, then stop")
     args = parser.parse_args()
 
-    maintenance = maintenance_url(args.database_url).set(drivername="postgresql+psycopg2")
-    if not is_local(maintenance):
-        parser.error("the database must be at 127.0.0.1 or behind a Unix socket (?host=/dir)")
-    print(describe_server(maintenance))
+    maintenance = local_maintenance(parser, args.database_url)
     started = time.perf_counter()
     if args.keep:
-        if not exists(maintenance, args.keep):
-            create(maintenance, args.keep)
+        if not database_exists(maintenance, args.keep):
+            new_database(maintenance, args.keep)
         kept = maintenance.set(database=args.keep)
         if not is_built(kept):
             log(f"building {args.rows:,} events into {args.keep} (kept)")
@@ -824,7 +802,7 @@ def main() -> None:
             log(f"{rows:,} events in {args.keep}")
             return
         name = f"{args.keep}_run_{uuid.uuid4().hex[:6]}"
-        run = create(maintenance, name, template=args.keep)
+        run = new_database(maintenance, name, template=args.keep)
         try:
             measure(run, rows, args.batch_size)
         finally:

@@ -1,6 +1,7 @@
 """What the benchmarks share: a scratch database on a local PostgreSQL server, migrated; the app
 served by uvicorn; a proxy that counts round trips and sessions; percentiles."""
 
+import argparse
 import contextlib
 import os
 import socket
@@ -73,6 +74,41 @@ def maintenance_url(given: str | None) -> URL:
     from config.embedded import embedded_database_url
 
     return embedded_database_url(root_path(".data/postgres"), "postgres")
+
+
+def add_database_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        help=f"maintenance connection (default: {DEFAULT_MAINTENANCE_URL}, else the embedded one)",
+    )
+
+
+def local_maintenance(parser: argparse.ArgumentParser, given: str | None) -> URL:
+    """The maintenance connection of --database-url (psycopg2, as the app ships), which must be
+    a server on this machine (its processes' CPU time is read); prints which server it is."""
+    maintenance = maintenance_url(given).set(drivername="postgresql+psycopg2")
+    if not is_local(maintenance):
+        parser.error("the database must be at 127.0.0.1 or behind a Unix socket (?host=/dir)")
+    print(describe_server(maintenance))
+    return maintenance
+
+
+def database_exists(maintenance: URL, name: str) -> bool:
+    with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        return cursor.fetchone() is not None
+
+
+def new_database(maintenance: URL, name: str, template: str | None = None) -> URL:
+    """A database named `name` on the maintenance connection's server, empty or a copy of
+    `template` (which no session may be using)."""
+    with connection(maintenance, autocommit=True) as conn, conn.cursor() as cursor:
+        clause = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+        started = time.perf_counter()
+        cursor.execute(f'CREATE DATABASE "{name}"{clause}')
+        if template:
+            print(f"copied {template} to {name} in {time.perf_counter() - started:.0f} s")
+    return maintenance.set(database=name)
 
 
 def describe_server(url: URL) -> str:

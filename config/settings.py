@@ -275,3 +275,12 @@ def normalise_database_url(raw: str) -> URL:
     if url.drivername in {"postgres", "postgresql"}:
         url = url.set(drivername="postgresql+psycopg2")
     return url
+
+
+class TaskInputs(BaseSettings):
+    """What `tasks.py` takes from the environment besides the settings: the password of the user
+    tasks, for scripts that cannot answer a prompt (`TRACKER_PASSWORD`)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    tracker_password: SecretStr | None = None

@@ -1,5 +1,5 @@
 """Rollups of closed periods: what billing and analytics read instead of the per-step tables for
-the past, kept by the scheduled task `roll_up_periods` (app/services/rollups.py), never on the
+the past, kept by the scheduled task `roll_up_periods` (app/services/rollups/), never on the
 event hot path.
 
 `rollup_state` says how far they reach. Triggers on jobs, job_step_completions and

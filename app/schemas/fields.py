@@ -15,9 +15,12 @@ Name = Annotated[
 CustomerName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)
 ]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+PASSWORD_MIN_LENGTH, PASSWORD_MAX_LENGTH = 8, 128
+Password = Annotated[
+    str, StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)
+]
 # Logging in with a password that could never have been set is simply wrong, not invalid.
-LoginPassword = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+LoginPassword = Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH)]
 Email = Annotated[EmailStr, AfterValidator(str.lower)]
 # A script's own id for a job. Printable ASCII without spaces: safe in URLs, logs, spreadsheets.
 ProviderJobId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,200}$")]

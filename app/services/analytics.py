@@ -32,9 +32,9 @@ from app.schemas.analytics import (
     StepAnalytics,
     StepFunnel,
 )
-from app.services import funnel_rollups
 from app.services.access import Caller, report_customer, require_admin
 from app.services.job_configurations import get_configuration
+from app.services.rollups import funnel as funnel_rollups
 
 
 def _of_customer(

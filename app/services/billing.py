@@ -36,10 +36,10 @@ from app.models import (
     JobStepCompletion,
 )
 from app.schemas.billing import Invoice, InvoiceLine, Usage, UsageFigures, UsageRow
-from app.services import usage_rollups
 from app.services.access import Caller, report_customer
 from app.services.customers import get_customer
-from app.services.usage_rollups import USAGE_FIGURES, BillingScope
+from app.services.rollups import usage as usage_rollups
+from app.services.rollups.usage import USAGE_FIGURES, BillingScope
 
 # Zones PostgreSQL has said it knows, for the life of the process.
 _zones_known_to_database: set[str] = set()

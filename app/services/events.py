@@ -1,5 +1,5 @@
 """Events: single events and batches, applied to their jobs' progress, cost, status and counters
-in the same transaction by the job contract (`job_contract.apply_events`, one database call per
+in the same transaction by the job contract (`job_contract`, one database call per
 request), and read back in arrival order."""
 
 from collections.abc import Sequence
@@ -31,8 +31,11 @@ class Outcome:
     error: DomainError | None = None
 
 
-def apply_events(session: Session, submissions: Sequence[tuple[Job, EventCreate]]) -> list[Outcome]:
-    """Apply events, in order, to jobs the caller holds (the demo seed, tests)."""
+def apply_to_jobs(
+    session: Session, submissions: Sequence[tuple[Job, EventCreate]]
+) -> list[Outcome]:
+    """Apply events, in order, to jobs the caller holds (the demo seed, tests), with the domain
+    error of each refusal."""
     events = [EventToApply(event_in, job_id=job.id) for job, event_in in submissions]
     applied = job_contract.apply_events(session, events, visible_customer_id=None)
     return [

@@ -1,35 +1,33 @@
 """Analytics: jobs by status, configuration and period; the steps funnel; usage per customer;
-and the per-step error counts that `apply_events` keeps so that none of it reads events."""
+and the per-step error counts the job contract keeps so that none of it reads events."""
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.internal.quantiles import RELATIVE_ACCURACY, RESOLUTION
 from app.models import (
-    Event,
-    EventKind,
     Job,
     JobConfigurationStep,
     JobStepCompletion,
-    JobStepError,
     Scope,
 )
-from app.schemas.event import EventCreate
-from app.services import events as event_service
-from app.services.access import Caller
 from tests.helpers.capture import captured_statements
-from tests.helpers.factories import create_admin, create_configuration, create_customer, create_job
+from tests.helpers.factories import create_configuration, create_customer
+from tests.helpers.job_records import (
+    funnel_facts,
+    funnel_facts_worked_out,
+    step_errors_from_events,
+    step_errors_table,
+)
 from tests.helpers.scripts import PIPELINE, Script, admin_script, client_script, new_job, pipeline
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
@@ -375,71 +373,6 @@ def test_no_analytics_read_reads_the_events_table(db: Session, script: Script) -
 # Errors per step ---------------------------------------------------------------------------------
 
 
-def step_errors_table(db: Session, job_ids: Iterable[int]) -> dict[tuple[int, int], Any]:
-    return {
-        (row.job_id, row.step_id): (row.error_count, row.first_error_at, row.last_error_at)
-        for row in db.scalars(select(JobStepError).where(JobStepError.job_id.in_(job_ids)))
-    }
-
-
-def funnel_facts(db: Session, job_ids: Iterable[int]) -> dict[str, Any]:
-    """What the funnel reads beside the counts: each completion's job creation time and seconds
-    since the job's previous completion, and whether each errored step was completed too."""
-    return {
-        "timed": {
-            (row.job_id, row.step_id): (row.job_created_at, round(row.seconds_since_previous, 6))
-            for row in db.scalars(
-                select(JobStepCompletion).where(JobStepCompletion.job_id.in_(job_ids))
-            )
-        },
-        "errors": {
-            (row.job_id, row.step_id): (row.job_created_at, row.step_completed)
-            for row in db.scalars(select(JobStepError).where(JobStepError.job_id.in_(job_ids)))
-        },
-    }
-
-
-def funnel_facts_worked_out(db: Session, job_ids: Iterable[int]) -> dict[str, Any]:
-    """The same, worked out the slow way from the completions and the jobs."""
-    jobs = {job.id: job for job in db.scalars(select(Job).where(Job.id.in_(job_ids)))}
-    completions = db.scalars(
-        select(JobStepCompletion)
-        .where(JobStepCompletion.job_id.in_(job_ids))
-        .order_by(
-            JobStepCompletion.job_id, JobStepCompletion.completed_at, JobStepCompletion.step_id
-        )
-    ).all()
-    timed: dict[tuple[int, int], Any] = {}
-    previous: dict[int, datetime] = {}
-    for row in completions:
-        since = previous.get(row.job_id, jobs[row.job_id].created_at)
-        seconds = (row.completed_at - since).total_seconds()
-        timed[(row.job_id, row.step_id)] = (jobs[row.job_id].created_at, round(seconds, 6))
-        previous[row.job_id] = row.completed_at
-    completed = {(row.job_id, row.step_id) for row in completions}
-    errors = {
-        (row.job_id, row.step_id): (
-            jobs[row.job_id].created_at,
-            (row.job_id, row.step_id) in completed,
-        )
-        for row in db.scalars(select(JobStepError).where(JobStepError.job_id.in_(job_ids)))
-    }
-    return {"timed": timed, "errors": errors}
-
-
-def step_errors_from_events(
-    db: Session, job_ids: Iterable[int]
-) -> dict[tuple[int, int | None], Any]:
-    """What job_step_errors must hold, worked out the slow way from the events."""
-    at = func.coalesce(Event.occurred_at, Event.received_at)
-    rows = db.execute(
-        select(Event.job_id, Event.step_id, func.count(), func.min(at), func.max(at))
-        .where(Event.job_id.in_(job_ids), Event.kind == EventKind.ERROR, Event.step_id.is_not(None))
-        .group_by(Event.job_id, Event.step_id)
-    )
-    return {(job_id, step_id): (count, first, last) for job_id, step_id, count, first, last in rows}
-
-
 def test_errors_per_step_match_the_events_through_batches_and_replays(
     db: Session, script: Script
 ) -> None:
@@ -493,78 +426,6 @@ def test_errors_per_step_match_the_events_through_batches_and_replays(
     )
     errors = {item["tag"]: item["errors"] for item in funnel["steps"]}
     assert errors == {"upload": 0, "segment": 3, "classify": 0, "report": 2}
-
-
-# Events as (job index, kind, step tag or None, event_id or None, minutes after T0 or None):
-# few jobs, steps and ids, so that errors pile up on the same step and ids are replayed.
-event_plan = st.lists(
-    st.tuples(
-        st.integers(0, 1),
-        st.sampled_from([EventKind.STEP, EventKind.ERROR, EventKind.ERROR, EventKind.INFO]),
-        st.sampled_from([None, "upload", "segment"]),
-        st.sampled_from([None, "a", "b", "c"]),
-        st.one_of(st.none(), st.integers(-3, 3)),
-    ),
-    min_size=4,
-    max_size=30,
-)
-
-
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(plan=event_plan, batch_sizes=st.lists(st.integers(1, 8), min_size=1, max_size=10))
-def test_errors_and_step_times_always_agree_with_the_events(
-    db: Session, plan: list[tuple[int, EventKind, str | None, str | None, int | None]],
-    batch_sizes: list[int],
-) -> None:  # fmt: skip
-    nested = db.begin_nested()
-    try:
-        configuration, customer = pipeline(db), create_customer(db)
-        admin = Caller(user=create_admin(db))
-        jobs = [create_job(db, configuration=configuration, customer=customer) for _ in range(2)]
-        items: list[dict[str, Any]] = [
-            {
-                "job_id": jobs[job].id,
-                "kind": kind.value,
-                "name": "segment" if kind == EventKind.STEP and name is None else name,
-                "event_id": event_id,
-                "occurred_at": T0 + timedelta(minutes=minutes) if minutes is not None else None,
-            }
-            for job, kind, name, event_id, minutes in plan
-        ]
-        # Some events one at a time, some in batches of several, as scripts send them.
-        position, sizes = 0, iter(batch_sizes * 30)
-        while position < len(items):
-            chunk = items[position : position + next(sizes)]
-            position += len(chunk)
-            if len(chunk) == 1:
-                [item] = chunk
-                event_service.record_event(
-                    db,
-                    caller=admin,
-                    job_id=item.pop("job_id"),
-                    event_in=EventCreate.model_validate(item),
-                )
-            else:
-                event_service.record_batch(db, caller=admin, items=chunk)
-
-        ids = [job.id for job in jobs]
-        table = step_errors_table(db, ids)
-        assert table == step_errors_from_events(db, ids)
-        assert funnel_facts(db, ids) == funnel_facts_worked_out(db, ids)
-        for job in db.scalars(select(Job).where(Job.id.in_(ids))):
-            stepless = db.scalar(
-                select(func.count()).where(
-                    Event.job_id == job.id,
-                    Event.kind == EventKind.ERROR,
-                    Event.step_id.is_(None),
-                )
-            )
-            counted = sum(count for (job_id, _), (count, _, _) in table.items() if job_id == job.id)
-            assert job.error_count == counted + (stepless or 0)
-    finally:
-        nested.rollback()
 
 
 # Customers ---------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_bulk_jobs_match_what_the_services_make_of_the_same_events(db: Session) 
             event_in = EventCreate(
                 kind=EventKind(event.kind), name=event.step_tag, occurred_at=event.occurred_at
             )
-            [outcome] = event_service.apply_events(db, [(replay, event_in)])
+            [outcome] = event_service.apply_to_jobs(db, [(replay, event_in)])
             assert outcome.result == "created"
         if bulk.status == JobStatus.CANCELLED:
             replay = job_service.cancel_job(db, caller=admin, job_id=replay.id)

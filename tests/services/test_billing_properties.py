@@ -26,7 +26,7 @@ from app.schemas.event import EventCreate
 from app.schemas.job import JobCreate
 from app.services import billing, jobs
 from app.services.access import Caller
-from app.services.events import apply_events
+from app.services.events import apply_to_jobs
 from tests.helpers.factories import create_admin, create_configuration, create_customer, unique
 
 # Completion times straddling the month (and so day) boundaries of January to March 2026 in UTC,
@@ -159,7 +159,7 @@ def send(db: Session, caller: Caller, world: World, events: Sequence[EventSpec])
                     db, caller=caller, ids=[world.job_ids[item.job] for item in batch]
                 )
             }
-            outcomes = apply_events(
+            outcomes = apply_to_jobs(
                 db, [(locked[world.job_ids[item.job]], event_in(item)) for item in batch]
             )
             assert all(outcome.result != "rejected" for outcome in outcomes)

@@ -1,5 +1,5 @@
 """What the rollups' reads and writes share: the buckets' arithmetic, ranges of moments as
-parameters, and the state that says how far the rollups reach (app/services/rollups.py)."""
+parameters, and the state that says how far the rollups reach (app/services/rollups/)."""
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta

@@ -52,7 +52,7 @@ from app.models import (
     JobStepError,
     Level,
 )
-from app.services.rollup_sql import DAY, ceil_to, floor_to, for_each, moments, ranges, rolled_until
+from app.services.rollups.sql import DAY, ceil_to, floor_to, for_each, moments, ranges, rolled_until
 
 # The key of a funnel rollup row, before the measure's own keys.
 _FUNNEL_KEY = ("configuration_id", "level", "customer_id", "period_start")

@@ -21,7 +21,7 @@ from app.models import EventKind, Job, UsageLevel, UsageRollup
 from app.schemas.event import EventCreate
 from app.services import analytics, billing, jobs, retention, rollups
 from app.services.access import Caller
-from app.services.events import apply_events
+from app.services.events import apply_to_jobs
 from tests.helpers.factories import create_admin, create_configuration, create_customer, create_job
 from tests.helpers.rollups import live, mark_count, roll_up
 
@@ -185,7 +185,7 @@ def send(db: Session, world: World, events: Sequence[EventSpec]) -> None:
             event_id=spec.event_id,
             occurred_at=spec.occurred_at,
         )
-        apply_events(db, [(job, event)])
+        apply_to_jobs(db, [(job, event)])
 
 
 def answers(db: Session, world: World, scenario: Scenario) -> list[Any]:

@@ -43,7 +43,7 @@ from app.models import (
     UsageRollup,
     UsageRollupMark,
 )
-from app.services.rollup_sql import (
+from app.services.rollups.sql import (
     EPOCH,
     ceil_to,
     floor_to,

@@ -5,14 +5,14 @@ facts) for the rest: the range's partial ends, what is not rolled up yet, and wh
 
 - A period is *closed* once it ended CLOSE_AFTER ago (`rollup_state.closed_until`). A change to
   a closed period (a late event, a step moved earlier) appends a mark in the writer's own
-  transaction (triggers of the migration "rollups of closed periods"); reads take a marked
+  transaction (the triggers under app/models/sql/triggers/); reads take a marked
   period live until the task rolls it up again and deletes its marks.
 - The task closes the periods, waits until every transaction that could have written without
   seeing the new `closed_until` has ended (`wait_for_writers`), then rolls forward
   (`rolled_until`) a day at a time and rolls marked periods again. Each step is one short
   transaction; a read is one statement, so it sees a rollup and its marks as of one moment.
-- What each rollup holds, and how reads combine it with the live facts: usage_rollups.py and
-  funnel_rollups.py.
+- What each rollup holds, and how reads combine it with the live facts: usage.py and funnel.py
+  here; sql.py holds what both share.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -42,9 +42,9 @@ from app.models import (
     UsageRollup,
     UsageRollupMark,
 )
-from app.services.funnel_rollups import floor_month, month_after, roll_funnel
-from app.services.rollup_sql import DAY, floor_to
-from app.services.usage_rollups import GRAIN, roll_usage
+from app.services.rollups.funnel import floor_month, month_after, roll_funnel
+from app.services.rollups.sql import DAY, floor_to
+from app.services.rollups.usage import GRAIN, roll_usage
 
 CLOSE_AFTER = timedelta(days=1)
 ROLL_UP_STATEMENT_TIMEOUT_MS = 120_000
