@@ -37,7 +37,9 @@ BEGIN
     FROM jobs j
     WHERE j.id = reported.job_id
       AND (visible_customer_id IS NULL OR j.customer_id = visible_customer_id)
-    FOR UPDATE;
+    -- The lock an UPDATE of the job takes anyway: events of one job wait for each other, while
+    -- another transaction's foreign key checks of rows naming the job need not wait.
+    FOR NO KEY UPDATE;
 
     IF NOT FOUND THEN
         SELECT 'rejected' AS outcome, 'not_found' AS problem, event->>'job_id' AS detail,

@@ -43,7 +43,7 @@ BEGIN
             WHERE j.id IN (SELECT named.job_id FROM named)
               AND (visible_customer_id IS NULL OR j.customer_id = visible_customer_id)
             ORDER BY j.id
-            FOR UPDATE
+            FOR NO KEY UPDATE  -- as apply_event locks a job
         )
         SELECT named.item, named.event, locked.j AS job, s AS step
         FROM named
