@@ -37,6 +37,7 @@ from app.routers import (
     health,
     job_configurations,
     jobs,
+    system,
     users,
     webhooks,
 )
@@ -103,6 +104,7 @@ for router in (
     billing.router,
     analytics.router,
     webhooks.router,
+    system.router,
 ):
     app.include_router(router)
 app.webhooks.include_router(webhooks.notifications)

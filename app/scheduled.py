@@ -2,8 +2,13 @@
 or by `python tasks.py tasks:run NAME` on a server without Lambda.
 
 A task is a function that takes a `TaskRun` and returns what it did as named counts. To add one,
-write the work as a service function and add one `ScheduledTask` to `SCHEDULED_TASKS`; the
-schedule in template.yaml names it (a test checks that every schedule names a task here).
+write the work as a service function and add one `ScheduledTask` to `SCHEDULED_TASKS`, with the
+cadence it is meant to run at; the schedule in template.yaml names it and runs it at that
+cadence (a test checks both).
+
+Every run is recorded (`task_runs`, which the system status reads) and measured (the `TaskRuns`,
+`TaskDuration` and `TaskRows` metrics), whatever started it, in a transaction of its own:
+recording never makes a task fail, and a failed task is recorded before its error goes on.
 """
 
 import logging
@@ -14,12 +19,16 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.internal import metrics
+from app.models import TaskOutcome
+from app.models import TaskRun as TaskRunRecord
 from app.services import (
     deadlines,
     housekeeping,
     login_throttle,
     retention,
     rollups,
+    system_status,
     webhook_delivery,
 )
 from config import config
@@ -55,6 +64,9 @@ class TaskRun:
 class ScheduledTask:
     name: str
     summary: str
+    # How often it is meant to run: template.yaml's schedule, and the system status calls the
+    # task overdue when no run succeeded for twice as long.
+    cadence: timedelta
     run: Callable[[TaskRun], dict[str, int]]
 
 
@@ -71,7 +83,17 @@ def clean_up_authentication(run: TaskRun) -> dict[str, int]:
                 session, now=run.now, window=window, limit=limit
             )
         ),
+        "task_runs_deleted": run.in_batches(
+            lambda session, limit: housekeeping.delete_old_task_runs(
+                session,
+                before=run.now - timedelta(days=config.settings.task_run_retention_days),
+                limit=limit,
+            )
+        ),
     }
+
+
+SWEEP_CADENCE = timedelta(minutes=1)
 
 
 def sweep_deadlines(run: TaskRun) -> dict[str, int]:
@@ -84,16 +106,34 @@ def sweep_deadlines(run: TaskRun) -> dict[str, int]:
         refreshed = deadlines.refresh_step_timings(
             session, now=run.now, policy=deadlines.LearntWait.from_settings()
         )
+    # The jobs that finished during the last cadence, for the metrics: runs a cadence apart
+    # count each once (give or take the schedule's jitter).
+    with run.session_factory() as session:
+        finished = system_status.jobs_finished(
+            session, since=run.now - SWEEP_CADENCE, until=run.now
+        )
+    metrics.emit(
+        {
+            metrics.JOBS_STALLED: stalled,
+            metrics.JOBS_COMPLETED: finished.completed,
+            metrics.JOBS_FAILED: finished.failed,
+        }
+    )
     return {"step_timings_refreshed": refreshed, "jobs_stalled": stalled}
 
 
 def deliver_webhooks(run: TaskRun) -> dict[str, int]:
-    return webhook_delivery.deliver_due(
+    counts = webhook_delivery.deliver_due(
         run.session_factory,
         now=run.now,
         max_claims=run.max_batches,
         policy=webhook_delivery.DeliveryPolicy.from_settings(),
     )
+    # What is left waiting, for the alarm on a stuck outbox.
+    with run.session_factory() as session:
+        waited = system_status.oldest_due_delivery_wait(session, now=datetime.now(UTC))
+    metrics.emit({metrics.WEBHOOK_OLDEST_DUE: waited.total_seconds()})
+    return counts
 
 
 # How long the roll-up waits for the transactions that write what it rolls up (see
@@ -137,27 +177,33 @@ SCHEDULED_TASKS: dict[str, ScheduledTask] = {
     for task in (
         ScheduledTask(
             "auth_cleanup",
-            "delete expired and revoked sessions, forget login failures past their window",
+            "delete expired and revoked sessions, forget login failures past their window, "
+            "delete task runs older than TASK_RUN_RETENTION_DAYS",
+            timedelta(minutes=5),
             clean_up_authentication,
         ),
         ScheduledTask(
             "sweep_deadlines",
             "learn each step's wait from history, mark open jobs past their deadline stalled",
+            SWEEP_CADENCE,
             sweep_deadlines,
         ),
         ScheduledTask(
             "deliver_webhooks",
             "send the webhook notifications that are due, retrying failures with backoff",
+            timedelta(minutes=1),
             deliver_webhooks,
         ),
         ScheduledTask(
             "roll_up_periods",
             "sum billing and funnel figures of closed days ahead; sum changed ones again",
+            timedelta(minutes=15),
             roll_up_periods,
         ),
         ScheduledTask(
             "prune_events",
             "delete raw events older than EVENT_RETENTION_DAYS (never unresolved errors)",
+            timedelta(hours=1),
             prune_events,
         ),
     )
@@ -174,7 +220,8 @@ class UnknownTask(LookupError):
 
 
 def run_task(name: str, *, now: datetime | None = None) -> dict[str, int]:
-    """Run the task named `name` against the configured database; return its counts."""
+    """Run the task named `name` against the configured database, record the run and return
+    its counts; a task that fails is recorded, then its error is raised again."""
     task = SCHEDULED_TASKS.get(name)
     if task is None:
         raise UnknownTask(name)
@@ -185,12 +232,67 @@ def run_task(name: str, *, now: datetime | None = None) -> dict[str, int]:
         max_batches=settings.task_max_batches,
         session_factory=config.database.SessionLocal,
     )
-    started = time.perf_counter()
-    counts = task.run(run)
+    started_at, started = datetime.now(UTC), time.perf_counter()
+    try:
+        counts = task.run(run)
+    except Exception as error:
+        _record(name, started_at=started_at, started=started, counts={}, error=error)
+        raise
+    milliseconds = _record(name, started_at=started_at, started=started, counts=counts)
     logger.info(
         "Scheduled task %s done in %.0f ms",
         name,
-        (time.perf_counter() - started) * 1000,
+        milliseconds,
         extra={"task": name, "counts": counts},
     )
     return counts
+
+
+def _record(
+    name: str,
+    *,
+    started_at: datetime,
+    started: float,
+    counts: dict[str, int],
+    error: Exception | None = None,
+) -> float:
+    """Record and measure one run, never raising; answer its duration in milliseconds."""
+    milliseconds = (time.perf_counter() - started) * 1000
+    outcome = TaskOutcome.SUCCEEDED if error is None else TaskOutcome.FAILED
+    rows = sum(counts.values())
+    try:
+        metrics.emit(
+            {
+                metrics.TASK_RUNS: 1,
+                metrics.TASK_DURATION: round(milliseconds, 1),
+                metrics.TASK_ROWS: rows,
+            },
+            Task=name,
+            Outcome=outcome.value,
+        )
+        # A session of its own: the task's sessions may be in any state, or the database gone.
+        with config.database.SessionLocal.begin() as session:
+            session.add(
+                TaskRunRecord(
+                    task=name,
+                    started_at=started_at,
+                    finished_at=started_at + timedelta(milliseconds=milliseconds),
+                    outcome=outcome,
+                    counts=counts,
+                    rows=rows,
+                    error_type=None if error is None else _error_type(error),
+                    error_message=None if error is None else str(error)[:MAX_ERROR_MESSAGE],
+                )
+            )
+    except Exception:
+        logger.exception("Could not record a run of the scheduled task %s", name)
+    return milliseconds
+
+
+# The longest error message a run keeps (a statement's error carries the statement).
+MAX_ERROR_MESSAGE = 2000
+
+
+def _error_type(error: Exception) -> str:
+    kind = type(error)
+    return f"{kind.__module__}.{kind.__qualname__}"[:200]

@@ -97,6 +97,9 @@ class Settings(SecretSources):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # The `Service` dimension of every metric the app emits (app/internal/metrics.py): the
+    # deployment's name, so that two deployments in one account keep their metrics apart.
+    metrics_service: str = Field(default="tracker", min_length=1, max_length=250)
 
     docs_enabled: bool = True
     # Behind an API Gateway custom domain whose API mapping has a path (api.example.com/v1),
@@ -137,6 +140,9 @@ class Settings(SecretSources):
     # Raw events received more than this many days ago are deleted by the prune_events task
     # (never an unresolved error; the job rows and the per-step tables stay). None keeps all.
     event_retention_days: int | None = Field(default=None, ge=1)
+    # Each run of a scheduled task is recorded (the system status reads them) and kept this
+    # many days; the auth_cleanup task deletes older ones.
+    task_run_retention_days: int = Field(default=30, ge=1)
 
     # Deadlines learnt from history, where a configuration version sets no step timeout: the
     # wait for a step is this quantile of its recorded durations times the factor, at least the

@@ -19,6 +19,7 @@ from app.models.rollup import (
     UsageRollup,
     UsageRollupMark,
 )
+from app.models.task_run import TaskOutcome, TaskRun
 from app.models.user import Role, User
 from app.models.user_session import UserSession
 from app.models.webhook import (
@@ -53,6 +54,8 @@ __all__ = [
     "Role",
     "RollupState",
     "Scope",
+    "TaskOutcome",
+    "TaskRun",
     "UsageLevel",
     "UsageRollup",
     "UsageRollupMark",

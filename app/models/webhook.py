@@ -40,6 +40,10 @@ class WebhookEndpoint(IdMixin, TimestampMixin, Base):
     """Where one customer's notifications go, or (customer_id None) every customer's."""
 
     __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        # The system status: how many endpoints are disabled.
+        Index("ix_webhook_endpoints_disabled", "id", postgresql_where=text("NOT enabled")),
+    )
 
     customer_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("customers.id", ondelete="CASCADE"), index=True
@@ -71,6 +75,12 @@ class WebhookDelivery(IdMixin, Base):
         ),
         # An endpoint's delivery log, newest first.
         Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+        # The system status: the pending deliveries, and the oldest of them.
+        Index(
+            "ix_webhook_deliveries_created_at_pending",
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
     )
 
     endpoint_id: Mapped[int] = mapped_column(

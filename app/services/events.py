@@ -10,6 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import RowMapping, select
 from sqlalchemy.orm import Session
 
+from app.internal import metrics
 from app.internal.errors import DomainError
 from app.internal.pagination import keyset_page
 from app.models import Event, Job
@@ -59,6 +60,7 @@ def record_event(
     new (False for a replayed event_id). One database call, with no ORM objects read back."""
     event = EventToApply(event_in, job_id=job_id)
     row = job_contract.apply_event(session, event, visible_customer_id=caller.visible_customer_id)
+    _measure([row["problem"]])
     if row["problem"] is not None:
         raise job_contract.refusal(
             event, job_id=row["job_id"], problem=row["problem"], detail=row["detail"]
@@ -135,6 +137,7 @@ class BatchOutcome:
 def record_batch(session: Session, *, caller: Caller, items: Sequence[Any]) -> list[BatchOutcome]:
     """Apply each item on its own terms: a rejected item changes nothing and stops no other."""
     outcomes: dict[int, BatchOutcome] = {}
+    problems: list[str | None] = []
     valid: list[tuple[int, EventToApply]] = []
     for index, item in enumerate(items):
         try:
@@ -143,6 +146,7 @@ def record_batch(session: Session, *, caller: Caller, items: Sequence[Any]) -> l
             outcomes[index] = BatchOutcome(
                 index, "rejected", reason=describe_validation_error(error, most=1)
             )
+            problems.append("invalid")
         else:
             valid.append((index, EventToApply(parsed, parsed.job_id, parsed.provider_job_id)))
     applied = job_contract.apply_events(
@@ -155,4 +159,23 @@ def record_batch(session: Session, *, caller: Caller, items: Sequence[Any]) -> l
                 event, job_id=each.job_id, problem=each.problem, detail=each.detail
             ).detail
         outcomes[index] = BatchOutcome(index, each.result, each.job_id, each.event_id, reason)
+        problems.append(each.problem)
+    _measure(problems, batch=True)
     return [outcomes[index] for index in range(len(items))]
+
+
+def _measure(problems: Sequence[str | None], *, batch: bool = False) -> None:
+    """The metrics of events handled: accepted (new or replayed), rejected by reason (the job
+    contract's problem, or `invalid` for an item that is no event), and a batch's size."""
+    rejected: dict[str, int] = {}
+    for problem in problems:
+        if problem is not None:
+            rejected[problem] = rejected.get(problem, 0) + 1
+    handled: dict[metrics.Metric, metrics.Value] = {
+        metrics.EVENTS_ACCEPTED: len(problems) - sum(rejected.values())
+    }
+    if batch:
+        handled[metrics.BATCH_SIZE] = len(problems)
+    metrics.emit(handled)
+    for reason, count in sorted(rejected.items()):
+        metrics.emit({metrics.EVENTS_REJECTED: count}, Reason=reason)

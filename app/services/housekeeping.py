@@ -1,5 +1,6 @@
-"""Housekeeping: deleting authentication state nothing can use any more, one bounded batch at a
-time, so that each transaction stays short and a large backlog never locks much at once."""
+"""Housekeeping: deleting authentication state nothing can use any more, and task runs past
+their retention, one bounded batch at a time, so that each transaction stays short and a large
+backlog never locks much at once."""
 
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -7,7 +8,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, delete, or_, select
 from sqlalchemy.orm import Session
 
-from app.models import LoginFailure, UserSession
+from app.models import LoginFailure, TaskRun, UserSession
 
 
 def delete_dead_sessions(session: Session, *, now: datetime, limit: int) -> int:
@@ -28,9 +29,14 @@ def clear_stale_login_failures(
     return _delete_some(session, LoginFailure, stale, limit=limit)
 
 
+def delete_old_task_runs(session: Session, *, before: datetime, limit: int) -> int:
+    """Delete up to `limit` task runs that started before `before`; return how many went."""
+    return _delete_some(session, TaskRun, TaskRun.started_at < before, limit=limit)
+
+
 def _delete_some(
     session: Session,
-    model: type[UserSession] | type[LoginFailure],
+    model: type[UserSession] | type[LoginFailure] | type[TaskRun],
     condition: ColumnElement[bool],
     *,
     limit: int,

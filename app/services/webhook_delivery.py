@@ -21,6 +21,7 @@ import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.internal import metrics
 from app.internal.destinations import refused_address
 from app.internal.webhook_signing import signed_headers
 from app.models import (
@@ -169,6 +170,10 @@ def send_one(
         sent = _post(client, url, body=body, headers=headers)
     with session_factory.begin() as session:
         _record(session, delivery_id, sent, now=now, policy=policy)
+    outcome = "delivered" if sent.ok else "failed"
+    metrics.emit(
+        {metrics.WEBHOOK_DELIVERIES: 1, metrics.WEBHOOK_LATENCY: sent.duration_ms}, Outcome=outcome
+    )
     return sent.ok
 
 
