@@ -71,7 +71,8 @@ def test_a_failing_task_is_recorded_and_reported_failing_until_a_run_succeeds(
     [failed] = recorded_runs("auth_cleanup")
     assert failed.outcome == TaskOutcome.FAILED
     assert failed.error_type == "sqlalchemy.exc.ProgrammingError"
-    assert failed.error_message is not None and "login_failures" in failed.error_message
+    assert failed.error_message is not None
+    assert "login_failures" in failed.error_message
     entry = task_entry(client, headers, "auth_cleanup")
     assert entry["verdict"] == "failing"
     assert entry["last_run_outcome"] == "failed"

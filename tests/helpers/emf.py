@@ -12,10 +12,12 @@ UNITS = {"Seconds", "Microseconds", "Milliseconds", "Bytes", "Count", "Percent",
 def check_document(document: dict[str, Any]) -> None:
     metadata = document["_aws"]
     assert set(metadata) == {"Timestamp", "CloudWatchMetrics"}
-    assert isinstance(metadata["Timestamp"], int) and metadata["Timestamp"] > 1_600_000_000_000
+    assert isinstance(metadata["Timestamp"], int)
+    assert metadata["Timestamp"] > 1_600_000_000_000
     for directive in metadata["CloudWatchMetrics"]:
         assert set(directive) == {"Namespace", "Dimensions", "Metrics"}
-        assert isinstance(directive["Namespace"], str) and directive["Namespace"]
+        assert isinstance(directive["Namespace"], str)
+        assert directive["Namespace"]
         for dimension_set in directive["Dimensions"]:
             assert 1 <= len(dimension_set) <= 30
             for name in dimension_set:
