@@ -4,8 +4,10 @@ every schedule names a registered task, and no secret is a plain value."""
 
 import importlib
 import json
+import re
 import subprocess
 import sys
+from datetime import timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 import yaml
 
 from app.entrypoint import LambdaHandler, event_kind, scheduled_task_name
+from app.internal import metrics
 from app.scheduled import SCHEDULED_TASKS
 from config.settings import Settings
 from root import ROOT_DIR, root_path
@@ -244,3 +247,100 @@ def test_the_image_compiles_the_code_it_copies() -> None:
     [compile_line] = [line for line in dockerfile.splitlines() if "compileall" in line]
     for copied in ("app", "config", "alembic", "root.py"):
         assert f"${{LAMBDA_TASK_ROOT}}/{copied}" in compile_line
+
+
+def rate(expression: str) -> timedelta:
+    """An EventBridge Scheduler `rate(N unit)` expression as a duration."""
+    match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression)
+    assert match, expression
+    unit = match.group(2).rstrip("s") + "s"
+    return timedelta(**{unit: int(match.group(1))})
+
+
+def test_each_schedule_runs_its_task_at_the_cadence_the_registry_states() -> None:
+    parameters = template()["Parameters"]
+    scheduled = {}
+    for schedule in schedules():
+        name = json.loads(schedule["Input"])["task"]
+        scheduled[name] = rate(parameters[schedule["ScheduleExpression"]["Ref"]]["Default"])
+    assert scheduled == {name: task.cadence for name, task in SCHEDULED_TASKS.items()}
+
+
+def alarms() -> dict[str, dict[str, Any]]:
+    return {
+        name: alarm["Properties"] for name, alarm in resources("AWS::CloudWatch::Alarm").items()
+    }
+
+
+def alarm_metrics(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics an alarm reads: its own, or those of its metric math."""
+    if "MetricName" in alarm:
+        return [alarm]
+    return [query["MetricStat"]["Metric"] for query in alarm["Metrics"] if "MetricStat" in query]
+
+
+# What AWS publishes that the alarms read, by namespace and name, with its dimension.
+AWS_METRICS = {
+    ("AWS/ApiGateway", "5xx"): "ApiId",
+    ("AWS/ApiGateway", "Count"): "ApiId",
+    ("AWS/Lambda", "Errors"): "FunctionName",
+    ("AWS/Lambda", "Throttles"): "FunctionName",
+    ("AWS/RDS", "ACUUtilization"): "DBClusterIdentifier",
+    ("AWS/RDS", "DatabaseConnectionsCurrentlySessionPinned"): "ProxyName",
+}
+
+
+def test_every_alarm_reads_a_metric_the_app_emits_or_aws_publishes_and_notifies_the_topic() -> None:
+    assert alarms()
+    for name, alarm in alarms().items():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+        assert alarm_metrics(alarm), name
+        for metric in alarm_metrics(alarm):
+            dimensions = {each["Name"] for each in metric["Dimensions"]}
+            if metric["Namespace"] == metrics.NAMESPACE:
+                emitted = metrics.CATALOGUE[metric["MetricName"]]
+                # EMF publishes a metric under its dimension set exactly: the alarm names it.
+                assert dimensions == {"Service", *emitted.dimensions}, name
+                service = next(each for each in metric["Dimensions"] if each["Name"] == "Service")
+                assert service["Value"] == {"Ref": "AWS::StackName"}, name
+            else:
+                assert {AWS_METRICS[(metric["Namespace"], metric["MetricName"])]} == dimensions
+
+
+def test_the_metrics_dimension_is_the_stack_for_the_functions_that_emit() -> None:
+    for name in ("ApiFunction", "WorkerFunction"):
+        variables = functions()[name]["Properties"]["Environment"]["Variables"]
+        assert variables["METRICS_SERVICE"] == {"Ref": "AWS::StackName"}
+
+
+def test_each_task_alarms_without_a_success_within_twice_its_cadence() -> None:
+    by_task = {
+        dimension["Value"]: alarm
+        for alarm in alarms().values()
+        if alarm.get("MetricName") == metrics.TASK_RUNS.name
+        for dimension in alarm["Dimensions"]
+        if dimension["Name"] == "Task"
+    }
+    assert set(by_task) == set(SCHEDULED_TASKS)
+    for name, alarm in by_task.items():
+        assert alarm["Period"] == 2 * SCHEDULED_TASKS[name].cadence.total_seconds()
+        assert {"Name": "Outcome", "Value": "succeeded"} in alarm["Dimensions"]
+        assert (alarm["Statistic"], alarm["Threshold"]) == ("Sum", 1)
+        assert alarm["ComparisonOperator"] == "LessThanThreshold"
+        assert alarm["TreatMissingData"] == "breaching"
+
+
+def test_the_dashboard_shows_every_alarm_and_is_json() -> None:
+    [dashboard] = resources("AWS::CloudWatch::Dashboard").values()
+    body, variables = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    shown = {item["Fn::Sub"] for item in variables["Alarms"]["Fn::Join"][1]}
+    assert shown == {f'"${{{name}.Arn}}"' for name in alarms()}
+    filled = re.sub(r"\$\{Alarms\}", '"arn:alarm"', body)
+    document = json.loads(re.sub(r"\$\{[^}]+\}", "value", filled))
+    assert document["widgets"]
+
+
+def test_alarms_go_to_an_e_mail_address_only_when_one_is_given() -> None:
+    subscription = template()["Resources"]["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "SubscribeAlarmEmail"
+    assert template()["Parameters"]["AlarmEmail"]["Default"] == ""
