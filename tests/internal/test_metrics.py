@@ -1,0 +1,134 @@
+"""The application's metrics: Embedded Metric Format lines on stdout, as the specification
+reads them, from the places that do the work (events, webhook deliveries, task runs)."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.internal import metrics
+from app.models import WebhookDelivery, WebhookEventType
+from app.schemas.webhook import WebhookCreate
+from app.services import webhook_delivery, webhooks
+from app.services.access import Caller
+from tests.helpers.emf import metric_lines
+from tests.helpers.factories import (
+    create_admin,
+    create_api_key,
+    create_configuration,
+    create_customer,
+    create_job,
+    unique,
+)
+from tests.helpers.webhook_receiver import Receiver
+from tests.routers.test_webhooks import POLICY
+
+
+def emitted(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    return metric_lines(capsys.readouterr().out)
+
+
+def test_a_line_is_one_document_in_one_namespace_with_its_units(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    metrics.emit({metrics.TASK_RUNS: 1, metrics.TASK_DURATION: 12.5}, Task="t", Outcome="failed")
+    [line] = emitted(capsys)
+    [directive] = line["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "Tracker"
+    assert directive["Dimensions"] == [["Service", "Task", "Outcome"]]
+    assert directive["Metrics"] == [
+        {"Name": "TaskRuns", "Unit": "Count"},
+        {"Name": "TaskDuration", "Unit": "Milliseconds"},
+    ]
+    assert (line["Service"], line["Task"], line["Outcome"]) == ("tracker", "t", "failed")
+    assert (line["TaskRuns"], line["TaskDuration"]) == (1, 12.5)
+
+
+def test_more_than_a_hundred_values_take_several_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    metrics.emit({metrics.WEBHOOK_LATENCY: list(range(250))}, Outcome="delivered")
+    lines = emitted(capsys)
+    assert [len(line["WebhookDeliveryLatency"]) for line in lines] == [100, 100, 50]
+
+
+def test_dimensions_other_than_the_metrics_are_refused() -> None:
+    with pytest.raises(ValueError, match="dimensions"):
+        metrics.emit({metrics.TASK_RUNS: 1}, Task="t")
+    with pytest.raises(ValueError, match="dimensions"):
+        metrics.emit({metrics.EVENTS_ACCEPTED: 1}, Customer="acme")
+
+
+def test_nothing_is_written_for_no_values(capsys: pytest.CaptureFixture[str]) -> None:
+    metrics.emit({metrics.WEBHOOK_LATENCY: []}, Outcome="delivered")
+    assert capsys.readouterr().out == ""
+
+
+def test_events_accepted_and_rejected_by_reason(
+    db: Session, client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configuration = create_configuration(db, steps=(("a", 1, Decimal("1")),))
+    job = create_job(db, configuration=configuration, customer=create_customer(db))
+    headers = {"X-API-Key": create_api_key(db, create_admin(db))}
+    capsys.readouterr()
+    batch = [
+        {"job_id": job.id, "kind": "step", "name": "a"},
+        {"job_id": job.id, "kind": "step", "name": "nope"},
+        {"job_id": 10**12, "kind": "info"},
+        {"kind": "teleport"},
+    ]
+    response = client.post("/events/batch", json={"events": batch}, headers=headers)
+    assert response.status_code == 200, response.text
+    single = client.post(f"/jobs/{job.id}/events", json={"kind": "info"}, headers=headers)
+    assert single.status_code == 201
+
+    lines = emitted(capsys)
+    accepted = [
+        (line["EventsAccepted"], line.get("BatchSize"))
+        for line in lines
+        if "EventsAccepted" in line
+    ]
+    assert accepted == [(1, 4), (1, None)]
+    rejected = {
+        line["Reason"]: line["EventsRejected"] for line in lines if "EventsRejected" in line
+    }
+    assert rejected == {"invalid": 1, "not_found": 1, "unknown_step": 1}
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.stop()
+
+
+def test_each_delivery_counts_by_outcome_with_its_latency(
+    db: Session, receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    endpoint = webhooks.create_webhook(
+        db,
+        caller=Caller(create_admin(db)),
+        webhook_in=WebhookCreate(url=receiver.url, event_types=[WebhookEventType.JOB_COMPLETED]),
+    )
+    configuration = create_configuration(db, steps=(("a", 1, Decimal("1")),))
+    job = create_job(db, configuration=configuration, customer=create_customer(db))
+    db.add(
+        WebhookDelivery(
+            endpoint_id=endpoint.id,
+            message_id=unique("msg"),
+            event_type="job.completed",
+            job_id=job.id,
+            next_attempt_at=datetime.now(UTC),
+        )
+    )
+    db.flush()
+    sessions = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    counts = webhook_delivery.deliver_due(
+        sessions, now=datetime.now(UTC), max_claims=10, policy=POLICY
+    )
+    assert counts == {"delivered": 1, "failed": 0}
+    [line] = [line for line in emitted(capsys) if "WebhookDeliveries" in line]
+    assert (line["Outcome"], line["WebhookDeliveries"]) == ("delivered", 1)
+    assert line["WebhookDeliveryLatency"] >= 0
