@@ -2,7 +2,8 @@
 
 On Lambda, CloudWatch Logs reads each JSON line of stdout that carries an `_aws` block and
 extracts its metrics: no call to CloudWatch, so nothing on the request path waits for one.
-Elsewhere the same lines go to stdout with the rest of the output, and do no harm.
+Elsewhere the same lines go to the log (`tracker.metrics`, at INFO), and do no harm; a
+command's own output stays clean.
 
 Every metric lives in one namespace, `Tracker`, and is listed once below (`CATALOGUE`) with its
 unit and its dimensions: `Service` (the deployment, METRICS_SERVICE) and at most two of a
@@ -15,12 +16,16 @@ Why not AWS Lambda Powertools' `Metrics`: importing it costs about 15 ms of CPU 
 
 import enum
 import json
+import logging
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from config import config
+from config.log import LOGGER_NAME
+
+logger = logging.getLogger(f"{LOGGER_NAME}.metrics")
 
 NAMESPACE = "Tracker"
 # EMF takes at most 100 values per metric in one document.
@@ -102,8 +107,12 @@ def document(values: Mapping[Metric, Value], **dimensions: str) -> dict[str, obj
 
 
 def emit(values: Mapping[Metric, Value], **dimensions: str) -> None:
-    """Write the metrics as one EMF line to stdout (more, should a list exceed MAX_VALUES).
+    """Write the metrics as one EMF line (more, should a list exceed MAX_VALUES): on Lambda to
+    stdout, where CloudWatch Logs reads it; elsewhere to the `tracker.metrics` log at INFO.
     Metrics never make the work they measure fail: a write that fails is dropped."""
+    on_lambda = config.settings.is_lambda
+    if not on_lambda and not logger.isEnabledFor(logging.INFO):
+        return
     present = {
         metric: value
         for metric, value in values.items()
@@ -115,6 +124,10 @@ def emit(values: Mapping[Metric, Value], **dimensions: str) -> None:
         json.dumps(document(chunk, **dimensions), separators=(",", ":"))
         for chunk in _chunks(present)
     ]
+    if not on_lambda:
+        for line in lines:
+            logger.info("%s", line)
+        return
     try:
         sys.stdout.write("".join(f"{line}\n" for line in lines))
         sys.stdout.flush()

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from app.main import handler
 from app.models import TaskOutcome, TaskRun
 from config import config
-from tests.helpers.emf import metric_lines
+from tests.helpers.capture import captured_records
+from tests.helpers.emf import logged_metrics
 from tests.helpers.factories import bearer_token, create_admin
 from tests.helpers.lambda_events import LambdaContext, scheduler_event
 from tests.helpers.processes import run_python
@@ -60,11 +61,15 @@ def test_a_run_through_the_handler_is_recorded_with_its_counts() -> None:
 
 
 def test_a_failing_task_is_recorded_and_reported_failing_until_a_run_succeeds(
-    db: Session, client: TestClient, capsys: pytest.CaptureFixture[str]
+    db: Session, client: TestClient
 ) -> None:
     # Its second statement fails. (Before the test's session touches the table: a rename
     # waits for every transaction that did.)
-    with pytest.raises(ProgrammingError), table_renamed("login_failures"):
+    with (
+        captured_records("tracker.metrics") as records,
+        pytest.raises(ProgrammingError),
+        table_renamed("login_failures"),
+    ):
         handler(scheduler_event("auth_cleanup"), LambdaContext())
     headers = bearer_token(client, create_admin(db))
 
@@ -79,7 +84,8 @@ def test_a_failing_task_is_recorded_and_reported_failing_until_a_run_succeeds(
     assert str(entry["last_failure"]).startswith("sqlalchemy.exc.ProgrammingError: ")
     assert client.get("/system/status", headers=headers).json()["verdict"] == "failing"
 
-    handler(scheduler_event("auth_cleanup"), LambdaContext())
+    with captured_records("tracker.metrics") as more:
+        handler(scheduler_event("auth_cleanup"), LambdaContext())
     entry = task_entry(client, headers, "auth_cleanup")
     assert (entry["verdict"], entry["last_run_outcome"], entry["overdue"]) == (
         "ok",
@@ -90,7 +96,7 @@ def test_a_failing_task_is_recorded_and_reported_failing_until_a_run_succeeds(
 
     outcomes = [
         (line["Task"], line["Outcome"], line["TaskRuns"])
-        for line in metric_lines(capsys.readouterr().out)
+        for line in logged_metrics(records + more)
         if "TaskRuns" in line
     ]
     assert outcomes == [("auth_cleanup", "failed", 1), ("auth_cleanup", "succeeded", 1)]

@@ -4,6 +4,7 @@ a `Namespace`, its dimension sets and its metrics (`Name`, `Unit`); every dimens
 member of the root and every metric a number (or a list of at most 100) there."""
 
 import json
+import logging
 from typing import Any
 
 UNITS = {"Seconds", "Microseconds", "Milliseconds", "Bytes", "Count", "Percent", "None"}
@@ -43,3 +44,8 @@ def metric_lines(output: str) -> list[dict[str, Any]]:
             check_document(document)
             documents.append(document)
     return documents
+
+
+def logged_metrics(records: list[logging.LogRecord]) -> list[dict[str, Any]]:
+    """The EMF documents among the `tracker.metrics` records (see captured_records)."""
+    return metric_lines("\n".join(record.getMessage() for record in records))

@@ -1,10 +1,10 @@
 """The application's metrics: Embedded Metric Format lines on stdout, as the specification
 reads them, from the places that do the work (events, webhook deliveries, task runs)."""
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,7 +15,8 @@ from app.models import WebhookDelivery, WebhookEventType
 from app.schemas.webhook import WebhookCreate
 from app.services import webhook_delivery, webhooks
 from app.services.access import Caller
-from tests.helpers.emf import metric_lines
+from tests.helpers.capture import captured_records
+from tests.helpers.emf import logged_metrics, metric_lines
 from tests.helpers.factories import (
     create_admin,
     create_api_key,
@@ -24,19 +25,23 @@ from tests.helpers.factories import (
     create_job,
     unique,
 )
+from tests.helpers.processes import run_python
 from tests.helpers.webhook_receiver import Receiver
 from tests.routers.test_webhooks import POLICY
 
 
-def emitted(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
-    return metric_lines(capsys.readouterr().out)
+@pytest.fixture
+def records() -> Iterator[list[logging.LogRecord]]:
+    """What the metrics log records during the test (outside Lambda, the EMF lines go there)."""
+    with captured_records("tracker.metrics") as records:
+        yield records
 
 
 def test_a_line_is_one_document_in_one_namespace_with_its_units(
-    capsys: pytest.CaptureFixture[str],
+    records: list[logging.LogRecord],
 ) -> None:
     metrics.emit({metrics.TASK_RUNS: 1, metrics.TASK_DURATION: 12.5}, Task="t", Outcome="failed")
-    [line] = emitted(capsys)
+    [line] = logged_metrics(records)
     [directive] = line["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == "Tracker"
     assert directive["Dimensions"] == [["Service", "Task", "Outcome"]]
@@ -48,12 +53,13 @@ def test_a_line_is_one_document_in_one_namespace_with_its_units(
     assert (line["TaskRuns"], line["TaskDuration"]) == (1, 12.5)
 
 
-def test_more_than_a_hundred_values_take_several_lines(capsys: pytest.CaptureFixture[str]) -> None:
+def test_more_than_a_hundred_values_take_several_lines(records: list[logging.LogRecord]) -> None:
     metrics.emit({metrics.WEBHOOK_LATENCY: list(range(250))}, Outcome="delivered")
-    lines = emitted(capsys)
+    lines = logged_metrics(records)
     assert [len(line["WebhookDeliveryLatency"]) for line in lines] == [100, 100, 50]
 
 
+@pytest.mark.usefixtures("records")
 def test_dimensions_other_than_the_metrics_are_refused() -> None:
     with pytest.raises(ValueError, match="dimensions"):
         metrics.emit({metrics.TASK_RUNS: 1}, Task="t")
@@ -61,18 +67,18 @@ def test_dimensions_other_than_the_metrics_are_refused() -> None:
         metrics.emit({metrics.EVENTS_ACCEPTED: 1}, Customer="acme")
 
 
-def test_nothing_is_written_for_no_values(capsys: pytest.CaptureFixture[str]) -> None:
+def test_nothing_is_written_for_no_values(records: list[logging.LogRecord]) -> None:
     metrics.emit({metrics.WEBHOOK_LATENCY: []}, Outcome="delivered")
-    assert capsys.readouterr().out == ""
+    assert records == []
 
 
 def test_events_accepted_and_rejected_by_reason(
-    db: Session, client: TestClient, capsys: pytest.CaptureFixture[str]
+    db: Session, client: TestClient, records: list[logging.LogRecord]
 ) -> None:
     configuration = create_configuration(db, steps=(("a", 1, Decimal("1")),))
     job = create_job(db, configuration=configuration, customer=create_customer(db))
     headers = {"X-API-Key": create_api_key(db, create_admin(db))}
-    capsys.readouterr()
+    records.clear()
     batch = [
         {"job_id": job.id, "kind": "step", "name": "a"},
         {"job_id": job.id, "kind": "step", "name": "nope"},
@@ -84,7 +90,7 @@ def test_events_accepted_and_rejected_by_reason(
     single = client.post(f"/jobs/{job.id}/events", json={"kind": "info"}, headers=headers)
     assert single.status_code == 201
 
-    lines = emitted(capsys)
+    lines = logged_metrics(records)
     accepted = [
         (line["EventsAccepted"], line.get("BatchSize"))
         for line in lines
@@ -105,7 +111,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_each_delivery_counts_by_outcome_with_its_latency(
-    db: Session, receiver: Receiver, capsys: pytest.CaptureFixture[str]
+    db: Session, receiver: Receiver, records: list[logging.LogRecord]
 ) -> None:
     endpoint = webhooks.create_webhook(
         db,
@@ -129,6 +135,15 @@ def test_each_delivery_counts_by_outcome_with_its_latency(
         sessions, now=datetime.now(UTC), max_claims=10, policy=POLICY
     )
     assert counts == {"delivered": 1, "failed": 0}
-    [line] = [line for line in emitted(capsys) if "WebhookDeliveries" in line]
+    [line] = [line for line in logged_metrics(records) if "WebhookDeliveries" in line]
     assert (line["Outcome"], line["WebhookDeliveries"]) == ("delivered", 1)
     assert line["WebhookDeliveryLatency"] >= 0
+
+
+def test_on_lambda_the_lines_go_to_stdout_for_cloudwatch() -> None:
+    ran = run_python(
+        "tasks.py", "tasks:run", "sweep_deadlines", "--env", "test", env={"LAMBDA_MODE": "true"}
+    )
+    assert ran.returncode == 0, ran.stderr
+    lines = metric_lines(ran.stdout)
+    assert {"JobsStalled", "TaskRuns"} <= {name for line in lines for name in line}
