@@ -140,6 +140,7 @@ def test_each_delivery_counts_by_outcome_with_its_latency(
     assert line["WebhookDeliveryLatency"] >= 0
 
 
+@pytest.mark.usefixtures("committed")  # the task's run is recorded for real
 def test_on_lambda_the_lines_go_to_stdout_for_cloudwatch() -> None:
     ran = run_python(
         "tasks.py", "tasks:run", "sweep_deadlines", "--env", "test", env={"LAMBDA_MODE": "true"}
