@@ -17,11 +17,16 @@ tables), then with the rollups. It prints both 95th percentiles, the median, whe
 answers are equal, the EXPLAIN ANALYZE of every SQL statement the request sent, and whether any
 of them read the raw `events` table. Target on a 2-core machine: each at most 250 ms at p95,
 none reading events. Figures are printed, never asserted.
+
+Then it times the admins' `GET /system/status` the same way (with EVENT_RETENTION_DAYS set, so
+that its retention entry is read too) and prints whether any of its plans scans a table.
+Target: at most 100 ms at p95, no scan of jobs, events or deliveries.
 """
 
 import argparse
 import contextlib
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -52,6 +57,8 @@ from root import ROOT_DIR
 BASE_JOBS = 100_000
 EVENTS_PER_JOB = 21  # about 2,000,000 events at scale 1 (pending jobs have none)
 TARGET_P95_MS = 250.0
+STATUS_TARGET_P95_MS = 100.0
+SEQ_SCAN = re.compile(r"Seq Scan on (\w+)")
 
 
 @dataclass(frozen=True)
@@ -268,10 +275,44 @@ def time_cases(
     return summary
 
 
+def time_status(app: Any, engine: Any, repeat: int) -> None:
+    """GET /system/status as the seeded admin: a bearer token (the route takes no key)."""
+    from fastapi.testclient import TestClient
+
+    from seed import SEED_PASSWORD
+
+    with TestClient(app, base_url="https://bench") as client:
+        token = client.post(
+            "/auth/token", data={"username": "admin@tracker.example", "password": SEED_PASSWORD}
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        first = client.get("/system/status", headers=headers)
+        assert first.status_code == 200, first.text
+        timings = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            assert client.get("/system/status", headers=headers).status_code == 200
+            timings.append((time.perf_counter() - started) * 1000)
+        with recorded_statements(engine) as statements:
+            client.get("/system/status", headers=headers)
+    plans, _ = explain(engine, statements)
+    # A few-row table (endpoints, marks, the state row) may be read whole: that is cheap.
+    scanned = sorted({table for plan in plans for table in SEQ_SCAN.findall(plan)})
+    big = [table for table in scanned if table in {"jobs", "events", "webhook_deliveries"}]
+    median, p95 = statistics.median(timings), percentile(timings, 0.95)
+    verdict = "ok" if p95 <= STATUS_TARGET_P95_MS and not big else "MISSED"
+    print(f"\n## GET /system/status: verdict {first.json()['verdict']}")
+    print(
+        f"median {median:.1f} ms, p95 {p95:.1f} ms over {repeat} requests, "
+        f"{len(plans)} statements, tables read whole: {', '.join(scanned) or 'none'}  {verdict}"
+    )
+
+
 def measure(url: URL, repeat: int) -> None:
     # The app reads its settings at import: point it at the benchmark database first.
     os.environ.update(app_env(url))
     os.environ["LOG_LEVEL"] = "WARNING"
+    os.environ.setdefault("EVENT_RETENTION_DAYS", "400")  # the status reads its entry too
     from fastapi.testclient import TestClient
 
     from app.main import app
@@ -302,6 +343,7 @@ def measure(url: URL, repeat: int) -> None:
             f"{name:45} {live_p95:9.1f} {median:10.1f} {p95:10.1f} {reads:>13} {same:>12}"
             f"  {verdict}"
         )
+    time_status(app, engine, repeat)
 
 
 def main() -> None:
