@@ -3,7 +3,7 @@ reads them, from the places that do the work (events, webhook deliveries, task r
 
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -27,7 +27,16 @@ from tests.helpers.factories import (
 )
 from tests.helpers.processes import run_python
 from tests.helpers.webhook_receiver import Receiver
-from tests.routers.test_webhooks import POLICY
+
+
+POLICY = webhook_delivery.DeliveryPolicy(
+    timeout_seconds=5,
+    base_delay_seconds=30,
+    max_delay_seconds=3600,
+    retry_window=timedelta(hours=72),
+    disable_after=timedelta(hours=120),
+    allow_private_addresses=True,
+)
 
 
 @pytest.fixture
