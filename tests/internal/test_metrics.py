@@ -28,7 +28,6 @@ from tests.helpers.factories import (
 from tests.helpers.processes import run_python
 from tests.helpers.webhook_receiver import Receiver
 
-
 POLICY = webhook_delivery.DeliveryPolicy(
     timeout_seconds=5,
     base_delay_seconds=30,
