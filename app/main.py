@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from psycopg2 import errors as pg_errors
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from app.entrypoint import LambdaHandler
+from app.entrypoint import LambdaHandler, run_sync_functions_inline
 from app.internal.errors import (
     Conflict,
     DomainError,
@@ -152,7 +152,7 @@ async def handle_validation_error(request: Request, error: RequestValidationErro
 @app.exception_handler(OperationalError)
 @app.exception_handler(InterfaceError)
 def handle_database_unavailable(request: Request, error: Exception) -> JSONResponse:
-    # The error itself, not exc_info=True: a sync handler runs in a worker thread, where no
+    # The error itself, not exc_info=True: a sync handler may run in a worker thread, where no
     # exception is being handled.
     logger.warning("Database unavailable: %s", error, exc_info=error)
     cause = getattr(error, "orig", None)
@@ -176,3 +176,6 @@ def handle_integrity_error(request: Request, error: IntegrityError) -> JSONRespo
 
 # The Lambda entry point: HTTP events, schedules and the deploy's migrations (app.entrypoint).
 handler = LambdaHandler(app, base_path=settings.api_base_path)
+if settings.is_lambda:
+    # One request at a time: no worker thread and no hop to one (under uvicorn, nothing changes).
+    run_sync_functions_inline()

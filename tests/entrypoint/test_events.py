@@ -239,7 +239,7 @@ def invoke_in_production(events: list[dict[str, Any]], env: dict[str, str]) -> l
     snippet = (
         "import json, os\n"
         "from app import deploy\n"
-        "from app.main import handler\n"
+        "from app.worker import handler\n"
         "from tests.helpers.lambda_events import LambdaContext\n"
         # The local receiver stands in for S3: its plain-HTTP address is let through here only.
         "deploy.RESPONSE_URL_SCHEMES = frozenset({'http'})\n"
