@@ -6,9 +6,12 @@ the same way, without building the FastAPI app and its routes, which these funct
 use: their cold start imports only what an event of theirs needs.
 """
 
+from app import cold_start
 from app.entrypoint import LambdaHandler
 from config import config
 
 config.setup()
 
 handler = LambdaHandler(None, base_path=config.settings.api_base_path)
+
+cold_start.done()
