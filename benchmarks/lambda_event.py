@@ -18,8 +18,10 @@ from types import SimpleNamespace
 from typing import Any
 
 
-def http_api_event(path: str, body: dict[str, Any], api_key: str) -> dict[str, Any]:
-    """An API Gateway HTTP API (payload format 2.0) POST."""
+def http_api_event(
+    method: str, path: str, body: dict[str, Any] | None, api_key: str
+) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload format 2.0) request."""
     return {
         "version": "2.0",
         "routeKey": "$default",
@@ -27,17 +29,17 @@ def http_api_event(path: str, body: dict[str, Any], api_key: str) -> dict[str, A
         "rawQueryString": "",
         "headers": {
             "host": "bench.execute-api.eu-west-1.amazonaws.com",
-            "content-type": "application/json",
             "x-api-key": api_key,
             "x-forwarded-proto": "https",
+            **({"content-type": "application/json"} if body is not None else {}),
         },
         "requestContext": {
-            "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4"},
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "1.2.3.4"},
             "requestId": str(uuid.uuid4()),
             "routeKey": "$default",
             "stage": "$default",
         },
-        "body": json.dumps(body),
+        "body": json.dumps(body) if body is not None else None,
         "isBase64Encoded": False,
     }
 
@@ -68,9 +70,8 @@ def main() -> None:
     for index, (job_id, step, event_id) in enumerate(planned):
         if index == warm_up:
             threads_after_warm_up = threads_started()
-        event = http_api_event(
-            f"/jobs/{job_id}/events", {"kind": "step", "name": step, "event_id": event_id}, api_key
-        )
+        body = {"kind": "step", "name": step, "event_id": event_id}
+        event = http_api_event("POST", f"/jobs/{job_id}/events", body, api_key)
         context = SimpleNamespace(aws_request_id=str(uuid.uuid4()), function_name="bench")
         started, cpu = time.perf_counter(), time.process_time()
         answer = handler(event, context)
