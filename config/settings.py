@@ -42,6 +42,14 @@ class SecretSources(BaseSettings):
         default=None, validation_alias="AWS_SECRET_ACCESS_KEY"
     )
     aws_session_token: SecretStr | None = Field(default=None, validation_alias="AWS_SESSION_TOKEN")
+    # Under SnapStart, Lambda gives no credentials in variables: an endpoint of its own serves
+    # them (the AWS SDKs' container credential provider reads the same variables).
+    aws_container_credentials_full_uri: str | None = Field(
+        default=None, validation_alias="AWS_CONTAINER_CREDENTIALS_FULL_URI"
+    )
+    aws_container_authorization_token: SecretStr | None = Field(
+        default=None, validation_alias="AWS_CONTAINER_AUTHORIZATION_TOKEN"
+    )
     # The SDKs' own variable for another endpoint (a VPC endpoint's DNS name, or a test server).
     aws_endpoint_url_secrets_manager: str | None = Field(
         default=None, validation_alias="AWS_ENDPOINT_URL_SECRETS_MANAGER"
