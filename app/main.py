@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from psycopg2 import errors as pg_errors
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from app import cold_start
+from app import cold_start, snapstart
 from app.entrypoint import LambdaHandler, run_sync_functions_inline
 from app.internal.errors import (
     Conflict,
@@ -180,5 +180,6 @@ handler = LambdaHandler(app, base_path=settings.api_base_path)
 if settings.is_lambda:
     # One request at a time: no worker thread and no hop to one (under uvicorn, nothing changes).
     run_sync_functions_inline()
+    snapstart.register_hooks()
 
 cold_start.done()

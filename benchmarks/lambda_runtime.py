@@ -3,7 +3,8 @@ own, through the runtime interface client (`python -m awslambdaric HANDLER`, whi
 AWS base image's entry point runs with the image's CMD).
 
 The server hands the events it is given to the function one `next` request at a time, and
-keeps what the function sends back: a response, an invocation error, or an init error. It
+keeps what the function sends back: a response, an invocation error, or an init error (or,
+under SnapStart, once the function asked to be restored, a restore error). It
 notes when each arrives, so that the init phase (process start to the first `next`, as Lambda
 counts it) and each invocation (event handed out to answer received) can be timed.
 
@@ -36,7 +37,8 @@ FUNCTION_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:tracker-api"
 class Answer:
     """What the function sent back for an invocation, or for its init phase."""
 
-    kind: str  # "response", "error" (the invocation failed) or "init-error"
+    # "response", "error" (the invocation failed), "init-error" or "restore-error"
+    kind: str
     request_id: str | None
     body: Any
     error_type: str | None
@@ -58,12 +60,21 @@ class RuntimeApi:
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.answers: queue.Queue[Answer] = queue.Queue()
         self.first_next_at: float | None = None
+        # Under SnapStart: when the function, its init done, waited for the snapshot's restore.
+        self.restore_next_at: float | None = None
         self.handed_out: dict[str, float] = {}
         self.stopping = threading.Event()
         runtime = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if self.path == f"{API_PREFIX}/restore/next":
+                    # The snapshot is taken here; this one is restored at once.
+                    runtime.restore_next_at = time.perf_counter()
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.path != f"{API_PREFIX}/invocation/next":
                     self.send_error(404)
                     return
@@ -95,8 +106,9 @@ class RuntimeApi:
                 body = json.loads(raw) if raw else None
                 parts = self.path.removeprefix(f"{API_PREFIX}/").split("/")
                 error_type = self.headers.get(ERROR_TYPE_HEADER)
-                if parts == ["init", "error"]:
-                    answer = Answer("init-error", None, body, error_type, None, received_at)
+                if parts in (["init", "error"], ["restore", "error"]):
+                    kind = f"{parts[0]}-error"
+                    answer = Answer(kind, None, body, error_type, None, received_at)
                 elif (
                     len(parts) == 3
                     and parts[0] == "invocation"

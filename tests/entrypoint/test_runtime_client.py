@@ -138,3 +138,49 @@ def test_outside_lambda_sync_routes_run_in_worker_threads() -> None:
     answer = warm_invocations({"LAMBDA_MODE": "false"})
     assert answer["statuses"] == [200, 404] * 5
     assert answer["threads"] >= 5
+
+
+# SnapStart ---------------------------------------------------------------------------------------
+
+
+def test_under_snapstart_the_hooks_run_around_the_snapshot_and_the_instance_serves() -> None:
+    env = {**production_env(), "LOG_LEVEL": "INFO", "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}
+    with running_function(template_handler("ApiFunction"), env) as function:
+        function.wait_until_ready()
+        answer = function.runtime.invoke(http_api_event("GET", "/health"))
+        log = function.output()
+    assert function.runtime.restore_next_at is not None
+    assert function.runtime.first_next_at is not None
+    assert function.runtime.restore_next_at < function.runtime.first_next_at
+    assert answer.kind == "response"
+    assert answer.body["statusCode"] == 200
+    before = log.index("Before the snapshot: database connections closed")
+    after = log.index("Restored from a snapshot: random state reseeded")
+    assert before < after
+
+
+HOOKS = """
+import json
+from snapshot_restore_py import get_after_restore, get_before_snapshot
+import app.main
+names = [
+    [hook.__module__ + "." + hook.__name__ for hook, _, _ in registered]
+    for registered in (get_before_snapshot(), get_after_restore())
+]
+print(json.dumps(names))
+"""
+
+
+@pytest.mark.parametrize(
+    ("lambda_mode", "registered"),
+    [
+        ("true", [["app.snapstart.before_snapshot"], ["app.snapstart.after_restore"]]),
+        ("false", [[], []]),
+    ],
+)
+def test_the_hooks_are_registered_on_lambda_only(lambda_mode: str, registered: list[Any]) -> None:
+    result = run_python(
+        "-c", HOOKS, env={**database_env(config.database.url), "LAMBDA_MODE": lambda_mode}
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == registered
