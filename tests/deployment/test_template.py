@@ -244,3 +244,20 @@ def test_the_image_compiles_the_code_it_copies() -> None:
     [compile_line] = [line for line in dockerfile.splitlines() if "compileall" in line]
     for copied in ("app", "config", "alembic", "root.py"):
         assert f"${{LAMBDA_TASK_ROOT}}/{copied}" in compile_line
+
+
+def test_snapstart_is_a_parameter_of_the_api_function_on_its_published_versions() -> None:
+    parameter = template()["Parameters"]["ApiSnapStart"]
+    assert parameter["Default"] == "false"
+    assert parameter["AllowedValues"] == ["true", "false"]
+    assert template()["Conditions"]["UseApiSnapStart"] == {
+        "Fn::Equals": [{"Ref": "ApiSnapStart"}, "true"]
+    }
+    api = functions()["ApiFunction"]["Properties"]
+    assert api["AutoPublishAlias"] == "live"
+    assert api["SnapStart"] == {
+        "Fn::If": ["UseApiSnapStart", {"ApplyOn": "PublishedVersions"}, {"Ref": "AWS::NoValue"}]
+    }
+    # The functions without HTTP start rarely, and run longer than any init.
+    for name in ("MigrationFunction", "WorkerFunction"):
+        assert "SnapStart" not in functions()[name]["Properties"]
