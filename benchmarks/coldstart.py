@@ -49,6 +49,8 @@ LIBRARIES = [
     # when the engine is made.
     "pydantic.v1",
     "psycopg2.extras",
+    # The runtime's library for SnapStart's hooks (in the AWS base image), loaded on Lambda.
+    "snapshot_restore_py",
 ]
 FIRST_PARTY = ("app", "config", "root")
 
