@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
 
 from app import snapstart
 from app.models import Scope
@@ -50,9 +51,13 @@ def test_after_a_restore_no_api_key_is_trusted_without_a_query(db: Session) -> N
 def test_before_the_snapshot_the_pooled_connections_are_closed() -> None:
     with config.database.engine.connect() as connection:
         connection.execute(text("SELECT 1"))
-    assert config.database.engine.pool.checkedin() >= 1
+    pool = config.database.engine.pool
+    assert isinstance(pool, QueuePool)
+    assert pool.checkedin() >= 1
     snapstart.before_snapshot()
-    assert config.database.engine.pool.checkedin() == 0
+    pool = config.database.engine.pool  # disposing replaces the pool
+    assert isinstance(pool, QueuePool)
+    assert pool.checkedin() == 0
     # The engine connects again when next used.
     with config.database.engine.connect() as connection:
         assert connection.scalar(text("SELECT 1")) == 1
