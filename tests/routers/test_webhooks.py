@@ -27,6 +27,9 @@ POLICY = DeliveryPolicy(
     retry_window=timedelta(hours=72),
     disable_after=timedelta(hours=120),
     allow_private_addresses=True,
+    allow_http=True,
+    allowed_ports=None,
+    jitter=0,
 )
 
 

@@ -29,7 +29,8 @@ def endpoint(
     db: Session, caller: Caller, *types: WebhookEventType, customer_id: int | None = None
 ) -> int:
     webhook_in = WebhookCreate(url=URL, event_types=list(types), customer_id=customer_id)
-    return webhooks.create_webhook(db, caller=caller, webhook_in=webhook_in).id
+    endpoint, _ = webhooks.create_webhook(db, caller=caller, webhook_in=webhook_in)
+    return endpoint.id
 
 
 def test_a_notification_goes_to_every_enabled_endpoint_that_asked_for_it(db: Session) -> None:
