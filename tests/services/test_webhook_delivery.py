@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.internal.destinations import Resolver, system_resolver
+from app.internal.webhook_signing import generate_secret
 from app.models import (
     Customer,
     DeliveryStatus,
@@ -526,3 +527,25 @@ def test_a_redelivery_asked_for_while_the_delivery_is_being_sent_does_not_send_i
     with config.database.SessionLocal() as session:
         delivery = session.get_one(WebhookDelivery, delivery_id)
         assert (delivery.status, delivery.leased_until) == (DeliveryStatus.DELIVERED, None)
+
+
+def test_an_endpoint_from_before_encryption_waits_for_the_task_then_signs_with_its_secret(
+    db: Session, sessions: sessionmaker[Session], receiver: Receiver
+) -> None:
+    customer = create_customer(db)
+    secret = generate_secret()
+    db.add(
+        WebhookEndpoint(
+            customer_id=customer.id,
+            url=receiver.url,
+            event_types=list(WebhookEventType),
+            unencrypted_secret=secret,
+        )
+    )
+    db.flush()
+    completed_job(db, create_configuration(db, steps=STEPS), customer)
+    now = datetime.now(UTC)
+    assert deliver(sessions, now) == {"delivered": 0, "failed": 0}
+    assert webhooks.reencrypt_secrets(db, now=now, limit=10) == 1
+    assert deliver(sessions, now) == {"delivered": 1, "failed": 0}
+    assert receiver.requests[0].signed_by(secret)
