@@ -68,12 +68,14 @@ def migrate() -> dict[str, str]:
     does, and what invoking the function with `{"action": "migrate"}` does by hand."""
     revision, result = upgrade_to_head()
     set_database_defaults()
-    # Data that only the application can migrate (it needs the settings' keys).
-    from app.scheduled import run_task
+    if revision == ScriptDirectory.from_config(alembic_config()).get_current_head():
+        # Data only the application can migrate (it needs the settings' keys); a database
+        # ahead of this image is left to the image that knows it.
+        from app.scheduled import run_task
 
-    encrypted = run_task("reencrypt_webhook_secrets")["webhook_secrets_reencrypted"]
-    if encrypted:
-        result += f"; {encrypted} webhook signing secrets encrypted"
+        encrypted = run_task("reencrypt_webhook_secrets")["webhook_secrets_reencrypted"]
+        if encrypted:
+            result += f"; {encrypted} webhook signing secrets encrypted"
     return {"revision": revision, "result": result}
 
 

@@ -13,6 +13,9 @@ reading its endpoints (it cannot sign for an encrypted one: those deliveries are
 redelivery asked for while the delivery is being sent no longer makes it due at once, so it
 is never sent twice at the same time.
 
+A downgrade cannot decrypt: endpoints whose secret is stored encrypted only are disabled, with a
+reason that says to register them again.
+
 Revision ID: c3e9f1a7d254
 Revises: a1f4c7e2b9d3
 Create Date: 2026-12-07 11:10:00.000000
@@ -46,17 +49,20 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Only the application can decrypt: refuse rather than leave endpoints without a secret.
+    # Only the application can decrypt: an endpoint whose secret exists encrypted only gets a
+    # random one nobody knows, and is disabled saying so (a receiver could not verify it).
     op.execute(
         """
-        DO $$
-        BEGIN
-            IF EXISTS (SELECT 1 FROM webhook_endpoints WHERE secret IS NULL) THEN
-                RAISE EXCEPTION 'webhook endpoints hold encrypted secrets only: a downgrade '
-                    'would leave them without one (delete them, or register them again after)';
-            END IF;
-        END
-        $$
+        UPDATE webhook_endpoints
+        SET secret = 'whsec_' || encode(
+                decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'),
+                'base64'
+            ),
+            enabled = false,
+            disabled_at = now(),
+            disabled_reason = 'its signing secret was encrypted, and a downgrade cannot decrypt '
+                'it: delete the endpoint and register it again'
+        WHERE secret IS NULL
         """
     )
     op.drop_column("webhook_deliveries", "leased_until")

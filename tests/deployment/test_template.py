@@ -244,3 +244,25 @@ def test_the_image_compiles_the_code_it_copies() -> None:
     [compile_line] = [line for line in dockerfile.splitlines() if "compileall" in line]
     for copied in ("app", "config", "alembic", "root.py"):
         assert f"${{LAMBDA_TASK_ROOT}}/{copied}" in compile_line
+
+
+def test_the_worker_reaches_the_webhook_ports_the_api_accepts() -> None:
+    """WEBHOOK_ALLOWED_PORTS and the functions' egress come from one parameter: 443, and the
+    extra port when one is given."""
+    resources_ = template()["Resources"]
+    group = resources_["FunctionSecurityGroup"]["Properties"]["SecurityGroupEgress"]
+    assert [(rule["FromPort"], rule["ToPort"], rule["CidrIp"]) for rule in group] == [
+        (443, 443, "0.0.0.0/0")
+    ]
+    extra = resources_["FunctionToWebhookExtraPortEgress"]
+    assert extra["Condition"] == "WebhookExtraPortAllowed"
+    assert extra["Properties"]["GroupId"] == {"Ref": "FunctionSecurityGroup"}
+    port = {"Ref": "WebhookExtraPort"}
+    assert (extra["Properties"]["FromPort"], extra["Properties"]["ToPort"]) == (port, port)
+    for name in ("ApiFunction", "WorkerFunction"):
+        variables = functions()[name]["Properties"]["Environment"]["Variables"]
+        assert variables["WEBHOOK_ALLOWED_PORTS"] == {
+            "Fn::If": ["WebhookExtraPortAllowed", {"Fn::Sub": "443,${WebhookExtraPort}"}, "443"]
+        }
+        assert variables["WEBHOOK_SECRET_KEYS_SECRET_ID"] == {"Ref": "WebhookSecretKeysSecret"}
+    assert Settings(webhook_allowed_ports="443,8443").webhook_allowed_ports == [443, 8443]  # type: ignore[arg-type]
