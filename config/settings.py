@@ -306,7 +306,8 @@ class ProdSettings(Settings):
         keys = [key.get_secret_value() for key in self.webhook_secret_keys]
         if DEVELOPMENT_WEBHOOK_SECRET_KEY in keys:
             problems.append(
-                "WEBHOOK_SECRET_KEYS is not set (the development key cannot encrypt in production)"
+                "WEBHOOK_SECRET_KEYS is not set, or holds the development key (which cannot "
+                "encrypt in production)"
             )
         if self.configured_database_url() is None:
             problems.append("no database is configured (set DATABASE_URL or POSTGRES_HOST)")
