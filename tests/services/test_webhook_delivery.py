@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -549,3 +550,19 @@ def test_an_endpoint_from_before_encryption_waits_for_the_task_then_signs_with_i
     assert webhooks.reencrypt_secrets(db, now=now, limit=10) == 1
     assert deliver(sessions, now) == {"delivered": 1, "failed": 0}
     assert receiver.requests[0].signed_by(secret)
+
+
+def test_a_secret_no_configured_key_decrypts_fails_the_attempt_and_sends_nothing(
+    db: Session,
+    sessions: sessionmaker[Session],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    customer = create_customer(db)
+    register(db, receiver.url, customer)
+    completed_job(db, create_configuration(db, steps=STEPS), customer)
+    # The key it was encrypted under was dropped before the secrets were re-encrypted.
+    monkeypatch.setattr(config.settings, "webhook_secret_keys", [SecretStr("x" * 40)])
+    assert deliver(sessions, datetime.now(UTC)) == {"delivered": 0, "failed": 1}
+    assert receiver.requests == []
+    assert "WEBHOOK_SECRET_KEYS" in (the_delivery(db).last_error or "")
