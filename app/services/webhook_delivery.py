@@ -223,16 +223,13 @@ def send_one(
         body = _body(session, delivery, now).encode()
         url, message_id = endpoint.url, delivery.message_id
         try:
-            secrets: list[str] | None = signing_secrets(endpoint, now=now)
+            secrets = signing_secrets(endpoint, now=now)
             unreadable = None
         except UnreadableSecret as error:
-            secrets, unreadable = None, str(error)
-    if secrets is None:
-        sent = Sent(None, unreadable, 0)
-    else:
-        sent = _post(
-            url, body=body, secrets=secrets, message_id=message_id, policy=policy, network=network
-        )
+            secrets, unreadable = [], Sent(None, str(error), 0)
+    sent = unreadable or _post(
+        url, body=body, secrets=secrets, message_id=message_id, policy=policy, network=network
+    )
     with session_factory.begin() as session:
         _record(session, delivery_id, sent, now=now, policy=policy, network=network)
     return sent.ok
