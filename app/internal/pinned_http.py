@@ -19,7 +19,7 @@ import httpcore
 
 from app.internal.destinations import Target
 
-# A connection's socket options and the TLS-in-TLS case of proxies are not used here.
+# The system's sockets: the backend below only chooses the address they connect to.
 _SYSTEM = httpcore.SyncBackend()
 
 
