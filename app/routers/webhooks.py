@@ -29,7 +29,7 @@ notifications = APIRouter(tags=["webhooks"])
 def job_notification(notification: WebhookNotification) -> None:
     """POSTed to each endpoint for the event types it asked for, signed as Standard Webhooks
     says (headers `webhook-id`, the same on every attempt: dedupe by it; `webhook-timestamp`;
-        `webhook-signature`: space-separated signatures, two during a secret's rotation; accept
+    `webhook-signature`, space-separated signatures, two during a secret's rotation: accept
     the message when one verifies). Answer any 2xx within the deadline (the whole exchange, 5 s
     by default); anything else, redirects included, is retried."""
 

@@ -154,3 +154,19 @@ def test_a_rotated_out_secret_signs_until_its_overlap_ends_and_is_then_forgotten
     _, third = webhooks.rotate_secret(db, caller=admin, webhook_id=webhook_id, now=NOW)
     _, fourth = webhooks.rotate_secret(db, caller=admin, webhook_id=webhook_id, now=NOW)
     assert webhooks.signing_secrets(rotated, now=NOW) == [fourth, third]
+
+
+def test_a_secret_no_key_decrypts_is_skipped_and_the_others_are_reencrypted(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = Caller(create_admin(db))
+    use_keys(monkeypatch, "l" * 40)
+    lost = endpoint(db, admin, WebhookEventType.JOB_FAILED)
+    use_keys(monkeypatch, OLD_KEY)
+    kept = endpoint(db, admin, WebhookEventType.JOB_FAILED)
+    use_keys(monkeypatch, NEW_KEY, OLD_KEY)  # the first key was dropped too soon
+    assert webhooks.reencrypt_secrets(db, now=NOW, limit=10) == 1
+    box = SecretBox([NEW_KEY])
+    assert box.under_first_key(db.get_one(WebhookEndpoint, kept).secret_encrypted or "")
+    with pytest.raises(UnreadableSecret):
+        webhooks.signing_secrets(db.get_one(WebhookEndpoint, lost), now=NOW)
