@@ -21,6 +21,7 @@ from app.services import (
     retention,
     rollups,
     webhook_delivery,
+    webhooks,
 )
 from config import config
 from config.log import LOGGER_NAME
@@ -96,6 +97,14 @@ def deliver_webhooks(run: TaskRun) -> dict[str, int]:
     )
 
 
+def reencrypt_webhook_secrets(run: TaskRun) -> dict[str, int]:
+    return {
+        "webhook_secrets_reencrypted": run.in_batches(
+            lambda session, limit: webhooks.reencrypt_secrets(session, now=run.now, limit=limit)
+        )
+    }
+
+
 # How long the roll-up waits for the transactions that write what it rolls up (see
 # rollups.wait_for_writers); new writers queue behind it meanwhile. Past it, this run rolls only
 # what was marked, and the next run tries again.
@@ -149,6 +158,12 @@ SCHEDULED_TASKS: dict[str, ScheduledTask] = {
             "deliver_webhooks",
             "send the webhook notifications that are due, retrying failures with backoff",
             deliver_webhooks,
+        ),
+        ScheduledTask(
+            "reencrypt_webhook_secrets",
+            "encrypt webhook signing secrets under the first WEBHOOK_SECRET_KEYS key (the deploy "
+            "runs it after migrating); forget rotated-out secrets past their overlap",
+            reencrypt_webhook_secrets,
         ),
         ScheduledTask(
             "roll_up_periods",

@@ -146,6 +146,8 @@ def fetch_secret_settings(sources: SecretSources) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if sources.secret_key_secret_id is not None:
         values["secret_key"] = _read(sources, sources.secret_key_secret_id)
+    if sources.webhook_secret_keys_secret_id is not None:
+        values["webhook_secret_keys"] = _read(sources, sources.webhook_secret_keys_secret_id)
     if sources.database_secret_id is not None:
         values["postgres_user"], values["postgres_password"] = read_database_login(sources)
     return values

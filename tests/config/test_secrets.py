@@ -97,6 +97,7 @@ def secrets_manager() -> Iterator[FakeSecretsManager]:
     fake = FakeSecretsManager(
         {
             "tracker/secret-key": "k" * 48,
+            "tracker/webhook-secret-keys": f"{'n' * 40},{'o' * 40}",
             "tracker/database": json.dumps({"username": "tracker_app", "password": "p@ss:w/rd"}),
         }
     )
@@ -115,6 +116,7 @@ def production_env(fake: FakeSecretsManager, **overrides: str | None) -> dict[st
         # The test run's own database would win over the secret's login.
         "DATABASE_URL": None,
         "SECRET_KEY_SECRET_ID": "tracker/secret-key",
+        "WEBHOOK_SECRET_KEYS_SECRET_ID": "tracker/webhook-secret-keys",
         "DATABASE_SECRET_ID": "tracker/database",
         "POSTGRES_HOST": "tracker-proxy.proxy-abc.eu-west-1.rds.amazonaws.com",
         "POSTGRES_DB": "tracker",
@@ -133,11 +135,12 @@ SHOW_CONFIG = (
     "config.setup()\n"
     "url = config.database.url\n"
     "print(config.settings.secret_key.get_secret_value(), url.username, url.password, url.host,\n"
-    "      url.query['sslmode'])\n"
+    "      url.query['sslmode'],\n"
+    "      *(key.get_secret_value() for key in config.settings.webhook_secret_keys))\n"
 )
 
 
-def test_production_takes_its_secret_key_and_database_login_from_secrets_manager(
+def test_production_takes_its_keys_and_database_login_from_secrets_manager(
     secrets_manager: FakeSecretsManager,
 ) -> None:
     result = run_python("-c", SHOW_CONFIG, env=production_env(secrets_manager))
@@ -148,9 +151,12 @@ def test_production_takes_its_secret_key_and_database_login_from_secrets_manager
         "p@ss:w/rd",
         "tracker-proxy.proxy-abc.eu-west-1.rds.amazonaws.com",
         "require",
+        "n" * 40,
+        "o" * 40,
     ]
     assert [request["body"]["SecretId"] for request in secrets_manager.requests] == [
         "tracker/secret-key",
+        "tracker/webhook-secret-keys",
         "tracker/database",
     ]
     for request in secrets_manager.requests:

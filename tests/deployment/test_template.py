@@ -261,3 +261,25 @@ def test_snapstart_is_a_parameter_of_the_api_function_on_its_published_versions(
     # The functions without HTTP start rarely, and run longer than any init.
     for name in ("MigrationFunction", "WorkerFunction"):
         assert "SnapStart" not in functions()[name]["Properties"]
+
+
+def test_the_worker_reaches_the_webhook_ports_the_api_accepts() -> None:
+    """WEBHOOK_ALLOWED_PORTS and the functions' egress come from one parameter: 443, and the
+    extra port when one is given."""
+    resources_ = template()["Resources"]
+    group = resources_["FunctionSecurityGroup"]["Properties"]["SecurityGroupEgress"]
+    assert [(rule["FromPort"], rule["ToPort"], rule["CidrIp"]) for rule in group] == [
+        (443, 443, "0.0.0.0/0")
+    ]
+    extra = resources_["FunctionToWebhookExtraPortEgress"]
+    assert extra["Condition"] == "WebhookExtraPortAllowed"
+    assert extra["Properties"]["GroupId"] == {"Ref": "FunctionSecurityGroup"}
+    port = {"Ref": "WebhookExtraPort"}
+    assert (extra["Properties"]["FromPort"], extra["Properties"]["ToPort"]) == (port, port)
+    for name in ("ApiFunction", "WorkerFunction"):
+        variables = functions()[name]["Properties"]["Environment"]["Variables"]
+        assert variables["WEBHOOK_ALLOWED_PORTS"] == {
+            "Fn::If": ["WebhookExtraPortAllowed", {"Fn::Sub": "443,${WebhookExtraPort}"}, "443"]
+        }
+        assert variables["WEBHOOK_SECRET_KEYS_SECRET_ID"] == {"Ref": "WebhookSecretKeysSecret"}
+    assert Settings(webhook_allowed_ports="443,8443").webhook_allowed_ports == [443, 8443]  # type: ignore[arg-type]

@@ -253,6 +253,7 @@ def invoke_in_production(events: list[dict[str, Any]], env: dict[str, str]) -> l
         env={
             "APP_ENV": "production",
             "SECRET_KEY": "custom-resource-test-secret-key-0123456789",
+            "WEBHOOK_SECRET_KEYS": "custom-resource-test-webhook-key-0123456789",
             "AWS_LAMBDA_FUNCTION_NAME": "tracker-migrate",
             "EVENTS": json.dumps(events),
             **env,
