@@ -122,6 +122,13 @@ def reset(env: str, args: argparse.Namespace) -> None:
 def upgrade(env: str, args: argparse.Namespace) -> None:
     setup(env)
     command.upgrade(alembic_config(), args.revision)
+    if args.revision == "head":
+        # What the deploy does after migrating: secrets stored before encryption get encrypted.
+        from app.scheduled import run_task
+
+        counts = run_task("reencrypt_webhook_secrets")
+        if counts["webhook_secrets_reencrypted"]:
+            print(f"{counts['webhook_secrets_reencrypted']} webhook signing secrets encrypted")
 
 
 @db_task("downgrade", "revert migrations down to REVISION (default -1)", add_revision("-1"))

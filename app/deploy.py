@@ -2,10 +2,11 @@
 
 CloudFormation sends Create when the stack is made and Update whenever the resource's properties
 change (template.yaml passes the function version SAM publishes for each new image, so every
-deploy of a new image is an Update); both migrate to the head this image knows and make the
-app's session settings the database's defaults. Delete changes nothing: the data outlives the
-stack's functions. The answer (SUCCESS or FAILED with a reason) is a PUT of JSON to the presigned
-`ResponseURL`; without one CloudFormation would wait an hour for it.
+deploy of a new image is an Update); both migrate to the head this image knows, make the
+app's session settings the database's defaults, and encrypt any webhook signing secret not yet
+under the first key (the `reencrypt_webhook_secrets` task). Delete changes nothing: the data
+outlives the stack's functions. The answer (SUCCESS or FAILED with a reason) is a PUT of JSON to
+the presigned `ResponseURL`; without one CloudFormation would wait an hour for it.
 """
 
 import json
@@ -67,6 +68,14 @@ def migrate() -> dict[str, str]:
     does, and what invoking the function with `{"action": "migrate"}` does by hand."""
     revision, result = upgrade_to_head()
     set_database_defaults()
+    if revision == ScriptDirectory.from_config(alembic_config()).get_current_head():
+        # Data only the application can migrate (it needs the settings' keys); a database
+        # ahead of this image is left to the image that knows it.
+        from app.scheduled import run_task
+
+        encrypted = run_task("reencrypt_webhook_secrets")["webhook_secrets_reencrypted"]
+        if encrypted:
+            result += f"; {encrypted} webhook signing secrets encrypted"
     return {"revision": revision, "result": result}
 
 

@@ -1,4 +1,6 @@
-"""The one Lambda entry point (`app.main.handler`): what to do is read from the event's shape.
+"""The Lambda entry point: what to do is read from the event's shape, the same way in each
+function (the API's `app.main.handler`, the worker's and the migration function's
+`app.worker.handler`):
 
 - HTTP (API Gateway REST or HTTP API, any stage or custom-domain base path, ALB, Function URL):
   the FastAPI app, through Mangum;
@@ -9,9 +11,13 @@
 - anything else: an error in the log that says what arrived.
 """
 
+import contextvars
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, TypeVarTuple, Unpack
 
+import anyio.to_thread
+from anyio import CapacityLimiter
 from mangum import Mangum
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -20,6 +26,10 @@ from config.log import LOGGER_NAME
 logger = logging.getLogger(f"{LOGGER_NAME}.lambda")
 
 LambdaEvent = dict[str, Any]
+
+
+T = TypeVar("T")
+PosArgsT = TypeVarTuple("PosArgsT")
 
 
 class UnknownEvent(Exception):
@@ -151,11 +161,52 @@ def describe(event: object) -> str:
     return f"an object with keys {keys}" + (f" ({hints})" if hints else "")
 
 
-class LambdaHandler:
-    """Dispatches each Lambda event by its shape (see the module's docstring)."""
+async def _run_inline(
+    func: Callable[[Unpack[PosArgsT]], T],
+    *args: *PosArgsT,
+    abandon_on_cancel: bool = False,
+    cancellable: bool | None = None,
+    limiter: CapacityLimiter | None = None,
+) -> T:
+    """`anyio.to_thread.run_sync` on the calling thread: the function runs at once, in a copy of
+    the caller's context, as a worker thread would run it."""
+    return contextvars.copy_context().run(func, *args)
 
-    def __init__(self, app: ASGIApp, *, base_path: str) -> None:
-        self.http = Mangum(ExternalRootPath(app, base_path=base_path), lifespan="off")
+
+def run_sync_functions_inline() -> None:
+    """Run the app's sync functions (routes, dependencies, exception handlers) on the event
+    loop's thread instead of a worker thread.
+
+    A Lambda instance serves one request at a time, so the loop has nothing else to do while
+    one runs. Through Mangum, each invocation is a task of its own, and anyio stops the worker
+    threads of a task when it ends: a thread started for every invocation, and a hop to it and
+    back for every sync function (four for an event). Starlette and FastAPI send every such call
+    through `anyio.to_thread.run_sync`, which this replaces for the process.
+    """
+    anyio.to_thread.run_sync = _run_inline
+
+
+class LambdaHandler:
+    """Dispatches each Lambda event by its shape (see the module's docstring).
+
+    Without `app`, the functions that serve no HTTP build none: the app is imported (from
+    `app.main`) only if an HTTP event arrives after all.
+    """
+
+    def __init__(self, app: ASGIApp | None, *, base_path: str) -> None:
+        self.base_path = base_path
+        self._http = self._mangum(app) if app is not None else None
+
+    def _mangum(self, app: ASGIApp) -> Mangum:
+        return Mangum(ExternalRootPath(app, base_path=self.base_path), lifespan="off")
+
+    @property
+    def http(self) -> Mangum:
+        if self._http is None:
+            from app.main import app
+
+            self._http = self._mangum(app)
+        return self._http
 
     def __call__(self, event: LambdaEvent, context: Any) -> dict[str, Any]:
         kind = event_kind(event)

@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from psycopg2 import errors as pg_errors
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from app.entrypoint import LambdaHandler
+from app import cold_start, snapstart
+from app.entrypoint import LambdaHandler, run_sync_functions_inline
 from app.internal.errors import (
     Conflict,
     DomainError,
@@ -154,7 +155,7 @@ async def handle_validation_error(request: Request, error: RequestValidationErro
 @app.exception_handler(OperationalError)
 @app.exception_handler(InterfaceError)
 def handle_database_unavailable(request: Request, error: Exception) -> JSONResponse:
-    # The error itself, not exc_info=True: a sync handler runs in a worker thread, where no
+    # The error itself, not exc_info=True: a sync handler may run in a worker thread, where no
     # exception is being handled.
     logger.warning("Database unavailable: %s", error, exc_info=error)
     cause = getattr(error, "orig", None)
@@ -178,3 +179,9 @@ def handle_integrity_error(request: Request, error: IntegrityError) -> JSONRespo
 
 # The Lambda entry point: HTTP events, schedules and the deploy's migrations (app.entrypoint).
 handler = LambdaHandler(app, base_path=settings.api_base_path)
+if settings.is_lambda:
+    # One request at a time: no worker thread and no hop to one (under uvicorn, nothing changes).
+    run_sync_functions_inline()
+    snapstart.register_hooks()
+
+cold_start.done()

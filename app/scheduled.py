@@ -30,6 +30,7 @@ from app.services import (
     rollups,
     system_status,
     webhook_delivery,
+    webhooks,
 )
 from config import config
 from config.log import LOGGER_NAME
@@ -65,8 +66,9 @@ class ScheduledTask:
     name: str
     summary: str
     # How often it is meant to run: template.yaml's schedule, and the system status calls the
-    # task overdue when no run succeeded for twice as long.
-    cadence: timedelta
+    # task overdue when no run succeeded for twice as long. None: never on a schedule (run by
+    # hand, or by the deploy).
+    cadence: timedelta | None
     run: Callable[[TaskRun], dict[str, int]]
 
 
@@ -136,6 +138,14 @@ def deliver_webhooks(run: TaskRun) -> dict[str, int]:
     return counts
 
 
+def reencrypt_webhook_secrets(run: TaskRun) -> dict[str, int]:
+    return {
+        "webhook_secrets_reencrypted": run.in_batches(
+            lambda session, limit: webhooks.reencrypt_secrets(session, now=run.now, limit=limit)
+        )
+    }
+
+
 # How long the roll-up waits for the transactions that write what it rolls up (see
 # rollups.wait_for_writers); new writers queue behind it meanwhile. Past it, this run rolls only
 # what was marked, and the next run tries again.
@@ -193,6 +203,13 @@ SCHEDULED_TASKS: dict[str, ScheduledTask] = {
             "send the webhook notifications that are due, retrying failures with backoff",
             timedelta(minutes=1),
             deliver_webhooks,
+        ),
+        ScheduledTask(
+            "reencrypt_webhook_secrets",
+            "encrypt webhook signing secrets under the first WEBHOOK_SECRET_KEYS key (the deploy "
+            "runs it after migrating); forget rotated-out secrets past their overlap",
+            None,
+            reencrypt_webhook_secrets,
         ),
         ScheduledTask(
             "roll_up_periods",

@@ -317,7 +317,16 @@ def account(url: URL, data: Data, args: argparse.Namespace) -> Accounting:
     return Accounting(round_trips / events, batch_trips, sessions / events, workers)
 
 
-def lambda_median_ms(url: URL, data: Data) -> float:
+@dataclass(frozen=True)
+class HandlerFigures:
+    """One event at a time through the Lambda handler: medians, and threads started per event."""
+
+    elapsed_ms: float
+    cpu_ms: float
+    threads_per_event: float
+
+
+def lambda_handler_figures(url: URL, data: Data) -> HandlerFigures:
     """One event at a time through `app.main.handler`, as a Lambda instance serves them."""
     [plan] = data.per_worker(LAMBDA_EVENTS, 1, "lambda")
     lines = [f"{event.job_id} {event.step.tag} {event.event_id}" for event in plan]
@@ -330,7 +339,8 @@ def lambda_median_ms(url: URL, data: Data) -> float:
         text=True,
         check=True,
     )
-    return float(result.stdout.strip().splitlines()[-1])
+    elapsed_ms, cpu_ms, threads = result.stdout.strip().splitlines()[-1].split()
+    return HandlerFigures(float(elapsed_ms), float(cpu_ms), float(threads))
 
 
 # Report ------------------------------------------------------------------------------------------
@@ -464,7 +474,7 @@ def run(args: argparse.Namespace, url: URL) -> None:
         [explained_raw] = data.per_worker(EXPLAINED_EVENTS, 1, "explain-raw")
         api_work, raw_work = per_event_work(url, explained_api, explained_raw)
         accounting = account(url, data, args)
-        handler_ms = lambda_median_ms(url, data)
+        handler = lambda_handler_figures(url, data)
     finally:
         data.close()
 
@@ -478,7 +488,11 @@ def run(args: argparse.Namespace, url: URL) -> None:
         f"  new database sessions per request at {accounting.workers} workers: "
         f"{accounting.sessions_per_request:.3f}"
     )
-    print(f"\nLambda handler, one event at a time: median {handler_ms:.2f} ms of server time")
+    print(
+        f"\nLambda handler, one event at a time: median {handler.elapsed_ms:.2f} ms of server "
+        f"time ({handler.cpu_ms:.2f} ms of CPU), {handler.threads_per_event:.2f} threads started "
+        "per event"
+    )
 
     print("\ntargets")
     if 1 in singles:

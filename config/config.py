@@ -128,7 +128,12 @@ class Config:
 
 
 def _secret_settings(sources: SecretSources) -> dict[str, Any]:
-    if sources.secret_key_secret_id is None and sources.database_secret_id is None:
+    secret_ids = (
+        sources.secret_key_secret_id,
+        sources.database_secret_id,
+        sources.webhook_secret_keys_secret_id,
+    )
+    if all(secret_id is None for secret_id in secret_ids):
         return {}
     # Only then: the module is for AWS, and costs nothing where no secret is configured.
     from config.secrets import SecretsError, fetch_secret_settings

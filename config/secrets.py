@@ -1,9 +1,11 @@
 """Secrets from AWS Secrets Manager, read once when the application is configured.
 
-The standard library does it: one HTTPS request signed with Signature Version 4. Importing boto3
-and making a client costs a cold start about three times what this does (README, "Deploying to
-AWS Lambda"), and a container image cannot use the Parameters and Secrets Lambda extension,
-which ships as a layer.
+The standard library does it: one HTTPS request signed with Signature Version 4, with the
+function's credentials from Lambda's variables or, where Lambda gives none there (SnapStart),
+from its credentials endpoint, as the AWS SDKs' container credential provider reads them.
+Importing boto3 and making a client costs a cold start about three times what this does
+(README, "Deploying to AWS Lambda"), and a container image cannot use the Parameters and
+Secrets Lambda extension, which ships as a layer.
 """
 
 import hashlib
@@ -144,6 +146,8 @@ def fetch_secret_settings(sources: SecretSources) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if sources.secret_key_secret_id is not None:
         values["secret_key"] = _read(sources, sources.secret_key_secret_id)
+    if sources.webhook_secret_keys_secret_id is not None:
+        values["webhook_secret_keys"] = _read(sources, sources.webhook_secret_keys_secret_id)
     if sources.database_secret_id is not None:
         values["postgres_user"], values["postgres_password"] = read_database_login(sources)
     return values
@@ -159,21 +163,66 @@ def read_database_login(sources: SecretSources) -> tuple[str, str]:
 
 
 def _read(sources: SecretSources, secret_id: str) -> str:
-    if not (sources.aws_region and sources.aws_access_key_id and sources.aws_secret_access_key):
-        raise SecretsError(
-            "reading secrets needs AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "(Lambda sets them)"
-        )
-    credentials = Credentials(
-        access_key_id=sources.aws_access_key_id,
-        secret_access_key=sources.aws_secret_access_key.get_secret_value(),
-        session_token=(
-            sources.aws_session_token.get_secret_value() if sources.aws_session_token else None
-        ),
-    )
+    if not sources.aws_region:
+        raise SecretsError("reading secrets needs AWS_REGION (Lambda sets it)")
     return get_secret_string(
         secret_id,
         region=str(sources.aws_region),
-        credentials=credentials,
+        credentials=function_credentials(sources),
         endpoint_url=sources.aws_endpoint_url_secrets_manager,
     )
+
+
+def function_credentials(sources: SecretSources) -> Credentials:
+    """The function's credentials: Lambda's variables, else (SnapStart) its endpoint's, read
+    anew at each call, so that an instance restored from a snapshot never uses old ones."""
+    if sources.aws_access_key_id and sources.aws_secret_access_key:
+        return Credentials(
+            access_key_id=sources.aws_access_key_id,
+            secret_access_key=sources.aws_secret_access_key.get_secret_value(),
+            session_token=(
+                sources.aws_session_token.get_secret_value() if sources.aws_session_token else None
+            ),
+        )
+    if sources.aws_container_credentials_full_uri:
+        token = sources.aws_container_authorization_token
+        return container_credentials(
+            sources.aws_container_credentials_full_uri,
+            token.get_secret_value() if token else None,
+        )
+    raise SecretsError(
+        "reading secrets needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or (SnapStart) "
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI (Lambda sets them)"
+    )
+
+
+def container_credentials(
+    uri: str, authorization: str | None, *, timeout_s: float = 2
+) -> Credentials:
+    """Credentials from a container credentials endpoint (JSON with AccessKeyId,
+    SecretAccessKey and Token)."""
+    endpoint = urlsplit(uri)
+    if endpoint.scheme not in {"https", "http"} or not endpoint.hostname:
+        raise SecretsError(f"not an http(s) credentials endpoint: {uri!r}")
+    connection_class = (
+        http.client.HTTPSConnection if endpoint.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_class(endpoint.hostname, endpoint.port, timeout=timeout_s)
+    path = endpoint.path or "/"
+    if endpoint.query:
+        path = f"{path}?{endpoint.query}"
+    try:
+        connection.request("GET", path, headers={"Authorization": authorization or ""})
+        response = connection.getresponse()
+        status, payload = response.status, response.read()
+    except OSError as error:
+        raise SecretsError(f"cannot reach the credentials endpoint: {error}") from None
+    finally:
+        connection.close()
+    answer = _json_object(payload)
+    key_id, secret, token = (
+        answer.get(name) for name in ("AccessKeyId", "SecretAccessKey", "Token")
+    )
+    if status != 200 or not isinstance(key_id, str) or not isinstance(secret, str):
+        raise SecretsError(f"the credentials endpoint answered HTTP {status} without credentials")
+    return Credentials(key_id, secret, token if isinstance(token, str) else None)

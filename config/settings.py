@@ -22,6 +22,7 @@ PLACEHOLDER_SECRET_KEYS = {
     "your-secret-key",
 }
 MIN_SECRET_KEY_LENGTH = 32
+DEVELOPMENT_WEBHOOK_SECRET_KEY = "development-only-webhook-secret-key-never-in-production"  # noqa: S105
 
 
 class SecretSources(BaseSettings):
@@ -36,12 +37,22 @@ class SecretSources(BaseSettings):
     # user and password from an RDS secret's JSON (host, port and name stay in POSTGRES_*).
     secret_key_secret_id: str | None = None
     database_secret_id: str | None = None
+    # WEBHOOK_SECRET_KEYS as the secret's plain text (comma-separated keys).
+    webhook_secret_keys_secret_id: str | None = None
     aws_region: str | None = Field(default=None, validation_alias="AWS_REGION")
     aws_access_key_id: str | None = Field(default=None, validation_alias="AWS_ACCESS_KEY_ID")
     aws_secret_access_key: SecretStr | None = Field(
         default=None, validation_alias="AWS_SECRET_ACCESS_KEY"
     )
     aws_session_token: SecretStr | None = Field(default=None, validation_alias="AWS_SESSION_TOKEN")
+    # Under SnapStart, Lambda gives no credentials in variables: an endpoint of its own serves
+    # them (the AWS SDKs' container credential provider reads the same variables).
+    aws_container_credentials_full_uri: str | None = Field(
+        default=None, validation_alias="AWS_CONTAINER_CREDENTIALS_FULL_URI"
+    )
+    aws_container_authorization_token: SecretStr | None = Field(
+        default=None, validation_alias="AWS_CONTAINER_AUTHORIZATION_TOKEN"
+    )
     # The SDKs' own variable for another endpoint (a VPC endpoint's DNS name, or a test server).
     aws_endpoint_url_secrets_manager: str | None = Field(
         default=None, validation_alias="AWS_ENDPOINT_URL_SECRETS_MANAGER"
@@ -156,7 +167,20 @@ class Settings(SecretSources):
     # addresses, are refused unless allowed (development and test allow them).
     webhook_allow_http: bool = False
     webhook_allow_private_addresses: bool = False
+    # The ports webhook URLs may name (comma-separated); None (development and test) allows
+    # any. The template's security group lets the worker out to the same ports.
+    webhook_allowed_ports: Annotated[list[int] | None, NoDecode] = [443]
+    # The deadline of one delivery attempt, the whole exchange: connect, TLS, send the
+    # notification, read the answer's status and headers. Past it the attempt has failed.
     webhook_timeout_seconds: float = Field(default=5, gt=0, le=30)
+    # Keys that encrypt signing secrets at rest (comma-separated, each at least 32 characters):
+    # the first encrypts, every one decrypts; the reencrypt_webhook_secrets task moves every
+    # secret to the first. On AWS a Secrets Manager secret the template generates.
+    webhook_secret_keys: Annotated[list[SecretStr], NoDecode] = [
+        SecretStr(DEVELOPMENT_WEBHOOK_SECRET_KEY)
+    ]
+    # After a secret is rotated, deliveries are signed with the old one too for this long.
+    webhook_secret_overlap_hours: float = Field(default=24, ge=0, le=24 * 30)
     # Retries wait base * 2^(failures - 1), at most the maximum, for the retry window; an
     # endpoint failing continuously for the disable window is disabled.
     webhook_retry_base_seconds: int = Field(default=30, ge=1)
@@ -174,6 +198,36 @@ class Settings(SecretSources):
     def _empty_means_keep_everything(cls, value: object) -> object:
         # An empty variable (a deploy parameter left blank) is the default, not a bad number.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_allowed_ports", mode="before")
+    @classmethod
+    def _split_ports(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [port.strip() for port in value.split(",") if port.strip()] or None
+        return value
+
+    @field_validator("webhook_allowed_ports")
+    @classmethod
+    def _ports_in_range(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and not all(0 < port < 65536 for port in value):
+            raise ValueError("a port is a number from 1 to 65535")
+        return value
+
+    @field_validator("webhook_secret_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("webhook_secret_keys")
+    @classmethod
+    def _keys_long_enough(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if not value:
+            raise ValueError("at least one key is needed")
+        if any(len(key.get_secret_value()) < MIN_SECRET_KEY_LENGTH for key in value):
+            raise ValueError(f"each key is at least {MIN_SECRET_KEY_LENGTH} characters")
+        return value
 
     @field_validator("api_base_path")
     @classmethod
@@ -218,9 +272,10 @@ class LocalSettings(Settings):
     app_env: ClassVar[str] = "development"
     model_config = SettingsConfigDict(env_file=root_path(".env.local"))
 
-    # Receivers on this machine, over plain http.
+    # Receivers on this machine, on any port, over plain http.
     webhook_allow_http: bool = True
     webhook_allow_private_addresses: bool = True
+    webhook_allowed_ports: Annotated[list[int] | None, NoDecode] = None
 
 
 class TestSettings(Settings):
@@ -237,9 +292,10 @@ class TestSettings(Settings):
     # Tests change keys, users and customers behind the app's back and expect the next request
     # to see it; the key cache's own tests turn it on.
     api_key_cache_seconds: int = Field(default=0, ge=0, le=30)
-    # The tests' receivers listen on 127.0.0.1, over plain http.
+    # The tests' receivers listen on 127.0.0.1, on ports of their own, over plain http.
     webhook_allow_http: bool = True
     webhook_allow_private_addresses: bool = True
+    webhook_allowed_ports: Annotated[list[int] | None, NoDecode] = None
 
 
 class ProdSettings(Settings):
@@ -260,6 +316,12 @@ class ProdSettings(Settings):
         elif secret.lower() in PLACEHOLDER_SECRET_KEYS or len(secret) < MIN_SECRET_KEY_LENGTH:
             problems.append(
                 f"SECRET_KEY is a placeholder or shorter than {MIN_SECRET_KEY_LENGTH} characters"
+            )
+        keys = [key.get_secret_value() for key in self.webhook_secret_keys]
+        if DEVELOPMENT_WEBHOOK_SECRET_KEY in keys:
+            problems.append(
+                "WEBHOOK_SECRET_KEYS is not set, or holds the development key (which cannot "
+                "encrypt in production)"
             )
         if self.configured_database_url() is None:
             problems.append("no database is configured (set DATABASE_URL or POSTGRES_HOST)")

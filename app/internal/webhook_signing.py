@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  (a format, not a secret)
 SECRET_BYTES = 32
@@ -24,12 +25,18 @@ def signature(secret: str, *, message_id: str, timestamp: int, body: bytes) -> s
     return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
 
 
-def signed_headers(secret: str, *, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def signed_headers(
+    secrets_: Sequence[str], *, message_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """The headers of one message, signed by each secret (during a rotation's overlap, the new
+    and the old one): `webhook-signature` holds the signatures space-separated, as the
+    specification allows, and a receiver accepts the message when one of them verifies."""
     return {
         "content-type": "application/json",
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature(
-            secret, message_id=message_id, timestamp=timestamp, body=body
+        "webhook-signature": " ".join(
+            signature(secret, message_id=message_id, timestamp=timestamp, body=body)
+            for secret in secrets_
         ),
     }

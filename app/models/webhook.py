@@ -51,8 +51,15 @@ class WebhookEndpoint(IdMixin, TimestampMixin, Base):
     url: Mapped[str] = mapped_column(String(2000))
     description: Mapped[str | None] = mapped_column(String(200))
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
-    # `whsec_` + base64 of the HMAC key; the sender needs it whole to sign, so it is kept as is.
-    secret: Mapped[str] = mapped_column(String(100))
+    # The signing secret (`whsec_` + base64 of the HMAC key), encrypted (app.internal.secret_box):
+    # a read of the table is no read of the secrets. Null only for an endpoint registered
+    # before secrets were encrypted, until the reencrypt_webhook_secrets task encrypts it.
+    secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    # The secret as it was stored before encryption; the task encrypts it and empties this.
+    unencrypted_secret: Mapped[str | None] = mapped_column("secret", String(100))
+    # After a rotation, the secret it replaced (encrypted) signs deliveries too until then.
+    previous_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=true())
     # Set when the delivery worker disables an endpoint that kept failing; cleared by enabling.
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -103,6 +110,10 @@ class WebhookDelivery(IdMixin, Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    # While a worker sends it: no other claim takes it, and a redelivery asked for meanwhile
+    # waits for that send's outcome. A worker that dies mid-send leaves it to the next claim
+    # after this.
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(String(500))

@@ -1,10 +1,11 @@
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
 from app.dependencies import CurrentUser, Cursor, Limit, SessionDep
 from app.internal.pagination import DEFAULT_LIMIT
-from app.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
+from app.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.schemas.error import error_responses
 from app.schemas.page import Page
 from app.schemas.webhook import (
@@ -18,7 +19,8 @@ from app.schemas.webhook import (
 )
 from app.services import webhooks
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=error_responses(401))
+# 403: an API key, whatever its scopes (webhooks are managed with a session or a bearer token).
+router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=error_responses(401, 403))
 # What the API sends, for the OpenAPI document's `webhooks` (nothing is served here).
 notifications = APIRouter(tags=["webhooks"])
 
@@ -27,7 +29,9 @@ notifications = APIRouter(tags=["webhooks"])
 def job_notification(notification: WebhookNotification) -> None:
     """POSTed to each endpoint for the event types it asked for, signed as Standard Webhooks
     says (headers `webhook-id`, the same on every attempt: dedupe by it; `webhook-timestamp`;
-    `webhook-signature`). Answer any 2xx within the timeout; anything else is retried."""
+    `webhook-signature`, space-separated signatures, two during a secret's rotation: accept
+    the message when one verifies). Answer any 2xx within the deadline (the whole exchange, 5 s
+    by default); anything else, redirects included, is retried."""
 
 
 def _delivery(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> WebhookDeliveryPublic:
@@ -53,10 +57,12 @@ def create_webhook(
     session: SessionDep, caller: CurrentUser, webhook_in: WebhookCreate
 ) -> WebhookCreated:
     """Register an endpoint. The answer holds its signing secret: it is shown only once."""
-    endpoint = webhooks.create_webhook(session, caller=caller, webhook_in=webhook_in)
-    return WebhookCreated(
-        **WebhookPublic.model_validate(endpoint).model_dump(), secret=endpoint.secret
-    )
+    endpoint, secret = webhooks.create_webhook(session, caller=caller, webhook_in=webhook_in)
+    return _with_secret(endpoint, secret)
+
+
+def _with_secret(endpoint: WebhookEndpoint, secret: str) -> WebhookCreated:
+    return WebhookCreated(**WebhookPublic.model_validate(endpoint).model_dump(), secret=secret)
 
 
 @router.get("", response_model=Page[WebhookPublic], responses=error_responses(422))
@@ -103,6 +109,20 @@ def update_webhook(
 def delete_webhook(session: SessionDep, caller: CurrentUser, webhook_id: int) -> None:
     """Remove an endpoint and its delivery log; nothing more is sent to it."""
     webhooks.delete_webhook(session, caller=caller, webhook_id=webhook_id)
+
+
+@router.post(
+    "/{webhook_id}/rotate-secret",
+    response_model=WebhookCreated,
+    responses=error_responses(404, 409),
+)
+def rotate_secret(session: SessionDep, caller: CurrentUser, webhook_id: int) -> WebhookCreated:
+    """Give an endpoint a new signing secret, shown only in this answer. Until
+    `previous_secret_expires_at` deliveries carry signatures under the new and the old secret."""
+    endpoint, secret = webhooks.rotate_secret(
+        session, caller=caller, webhook_id=webhook_id, now=datetime.now(UTC)
+    )
+    return _with_secret(endpoint, secret)
 
 
 @router.get(

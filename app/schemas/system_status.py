@@ -21,7 +21,9 @@ class Verdict(enum.StrEnum):
 
 class TaskStatus(Schema):
     name: str
-    cadence_seconds: int = Field(description="How often the task is meant to run.")
+    cadence_seconds: int | None = Field(
+        description="How often the task is meant to run; null for a task on no schedule."
+    )
     last_run_at: datetime | None = Field(description="When its latest recorded run started.")
     last_run_outcome: str | None = Field(description="`succeeded` or `failed`.")
     last_success_at: datetime | None

@@ -60,6 +60,9 @@ class WebhookPublic(WebhookBase):
     )
     disabled_reason: str | None
     failing_since: datetime | None = Field(description="The first failure since the last success.")
+    previous_secret_expires_at: datetime | None = Field(
+        description="After a rotation: until then deliveries are signed with the old secret too."
+    )
     created_at: datetime
     updated_at: datetime
 

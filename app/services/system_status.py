@@ -77,7 +77,7 @@ class Task:
     """A scheduled task as the status needs it: its name and the cadence it should run at."""
 
     name: str
-    cadence: timedelta
+    cadence: timedelta | None  # None: never on a schedule
 
 
 def read_status(
@@ -135,22 +135,27 @@ def read_tasks(session: Session, *, tasks: Sequence[Task], now: datetime) -> lis
 
 def task_status(task: Task, *, success: Any, failure: Any, now: datetime) -> TaskStatus:
     """The rule: `failing` when the latest run failed or no run succeeded within
-    OVERDUE_CADENCES cadences; `warning` when no run is recorded at all; else `ok`."""
+    OVERDUE_CADENCES cadences; `warning` when no run is recorded at all; else `ok`. A task on no
+    schedule is never overdue, and is `ok` until a run of it fails."""
     last_success_at = success.started_at if success is not None else None
     last_failure_at = failure.started_at if failure is not None else None
     runs = [moment for moment in (last_success_at, last_failure_at) if moment is not None]
     last_run_at = max(runs, default=None)
     failed_last = last_failure_at is not None and last_failure_at == last_run_at
-    overdue = last_run_at is not None and (
-        last_success_at is None or now - last_success_at > task.cadence * OVERDUE_CADENCES
+    overdue = (
+        task.cadence is not None
+        and last_run_at is not None
+        and (last_success_at is None or now - last_success_at > task.cadence * OVERDUE_CADENCES)
     )
     if failed_last or overdue:
         verdict = Verdict.FAILING
+    elif last_run_at is None and task.cadence is not None:
+        verdict = Verdict.WARNING
     else:
-        verdict = Verdict.WARNING if last_run_at is None else Verdict.OK
+        verdict = Verdict.OK
     return TaskStatus(
         name=task.name,
-        cadence_seconds=int(task.cadence.total_seconds()),
+        cadence_seconds=None if task.cadence is None else int(task.cadence.total_seconds()),
         last_run_at=last_run_at,
         last_run_outcome=(
             None

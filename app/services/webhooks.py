@@ -1,14 +1,16 @@
-"""Webhook endpoints: registration (a signing secret shown once), reads, changes, removal, the
-delivery log and redelivery; and `enqueue`, which writes notifications to the outbox in the
-caller's transaction (the database function `enqueue_webhooks`, which `apply_events` uses too).
+"""Webhook endpoints: registration (a signing secret shown once, stored encrypted), reads,
+changes, removal, secret rotation, the delivery log and redelivery; and `enqueue`, which writes
+notifications to the outbox in the caller's transaction (the database function
+`enqueue_webhooks`, which `apply_events` uses too).
 
 An endpoint belongs to one customer, or (customer_id None) to the provider for every customer.
 Admins manage all of them; a client manages its own customer's only.
 """
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, bindparam, func, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -16,8 +18,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import BigInteger
 
 from app.internal import destinations
-from app.internal.errors import InvalidInput, NotFound
+from app.internal.destinations import Resolver, system_resolver
+from app.internal.errors import Conflict, InvalidInput, NotFound
 from app.internal.pagination import keyset_page
+from app.internal.secret_box import SecretBox, UnreadableSecret, secret_box
 from app.internal.webhook_signing import generate_secret
 from app.models import (
     Customer,
@@ -30,6 +34,9 @@ from app.models import (
 from app.schemas.webhook import WebhookCreate, WebhookUpdate
 from app.services.access import Caller
 from config import config
+from config.log import LOGGER_NAME
+
+logger = logging.getLogger(f"{LOGGER_NAME}.webhooks")
 
 
 def enqueue(
@@ -51,13 +58,32 @@ def enqueue(
     return queued or 0
 
 
-def check_destination(url: str) -> None:
+def check_destination(url: str, *, resolve: Resolver = system_resolver) -> None:
     settings = config.settings
     destinations.check_destination(
         url,
         allow_http=settings.webhook_allow_http,
         allow_private=settings.webhook_allow_private_addresses,
+        allowed_ports=settings.webhook_allowed_ports,
+        resolve=resolve,
     )
+
+
+def configured_secret_box() -> SecretBox:
+    keys = tuple(key.get_secret_value() for key in config.settings.webhook_secret_keys)
+    return secret_box(keys)
+
+
+def signing_secrets(endpoint: WebhookEndpoint, *, now: datetime) -> list[str]:
+    """The secrets that sign the endpoint's deliveries now: its secret, and during a rotation's
+    overlap the one it replaced."""
+    assert endpoint.secret_encrypted is not None  # the worker claims no other endpoint's
+    box = configured_secret_box()
+    secrets = [box.decrypt(endpoint.secret_encrypted)]
+    expires_at = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret_encrypted is not None and expires_at and now < expires_at:
+        secrets.append(box.decrypt(endpoint.previous_secret_encrypted))
+    return secrets
 
 
 def _customer_for_endpoint(session: Session, caller: Caller, customer_id: int | None) -> int | None:
@@ -72,21 +98,106 @@ def _customer_for_endpoint(session: Session, caller: Caller, customer_id: int | 
 
 
 def create_webhook(
-    session: Session, *, caller: Caller, webhook_in: WebhookCreate
-) -> WebhookEndpoint:
+    session: Session,
+    *,
+    caller: Caller,
+    webhook_in: WebhookCreate,
+    resolve: Resolver = system_resolver,
+) -> tuple[WebhookEndpoint, str]:
+    """Register an endpoint; answer it and its signing secret, which only this answer holds
+    in plain text."""
     customer_id = _customer_for_endpoint(session, caller, webhook_in.customer_id)
-    check_destination(webhook_in.url)
+    check_destination(webhook_in.url, resolve=resolve)
+    secret = generate_secret()
     endpoint = WebhookEndpoint(
         customer_id=customer_id,
         url=webhook_in.url,
         description=webhook_in.description,
         event_types=[event_type.value for event_type in webhook_in.event_types],
-        secret=generate_secret(),
+        secret_encrypted=configured_secret_box().encrypt(secret),
     )
     session.add(endpoint)
     session.flush()
     session.refresh(endpoint)
-    return endpoint
+    return endpoint, secret
+
+
+def rotate_secret(
+    session: Session, *, caller: Caller, webhook_id: int, now: datetime
+) -> tuple[WebhookEndpoint, str]:
+    """Give the endpoint a new signing secret; answer it and the secret (shown only in this
+    answer). The secret it replaces signs deliveries too for the overlap, so a receiver can
+    switch without missing one; a secret replaced before is forgotten at once."""
+    endpoint = get_webhook(session, caller=caller, webhook_id=webhook_id, for_update=True)
+    if endpoint.secret_encrypted is None:
+        raise Conflict(
+            f"Webhook {webhook_id}'s secret is being encrypted: rotate it after the "
+            "reencrypt_webhook_secrets task has run"
+        )
+    secret = generate_secret()
+    overlap = timedelta(hours=config.settings.webhook_secret_overlap_hours)
+    endpoint.previous_secret_encrypted = endpoint.secret_encrypted if overlap else None
+    endpoint.previous_secret_expires_at = now + overlap if overlap else None
+    endpoint.secret_encrypted = configured_secret_box().encrypt(secret)
+    session.flush()
+    session.refresh(endpoint)
+    return endpoint, secret
+
+
+def reencrypt_secrets(session: Session, *, now: datetime, limit: int) -> int:
+    """Encrypt up to `limit` endpoints' secrets that are not under the first key of
+    WEBHOOK_SECRET_KEYS (or not encrypted at all) under it, and forget replaced secrets whose
+    overlap ended; answer how many endpoints changed. Endpoints are taken in id order after
+    those already seen, so a run ends however many there are."""
+    box = configured_secret_box()
+    changed = 0
+    last_id = 0
+    while changed < limit:
+        endpoints = session.scalars(
+            select(WebhookEndpoint)
+            .where(WebhookEndpoint.id > last_id)
+            .order_by(WebhookEndpoint.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if not endpoints:
+            break
+        for endpoint in endpoints:
+            last_id = endpoint.id
+            try:
+                if not _reencrypt(endpoint, box, now=now):
+                    continue
+            except UnreadableSecret:
+                # Its key was dropped too soon; its deliveries fail and say so. The others go on.
+                logger.warning("Webhook %s: its signing secret decrypts under no key", endpoint.id)
+                continue
+            changed += 1
+            if changed == limit:
+                break
+    session.flush()
+    return changed
+
+
+def _reencrypt(endpoint: WebhookEndpoint, box: SecretBox, *, now: datetime) -> bool:
+    changed = False
+    if endpoint.unencrypted_secret is not None:
+        endpoint.secret_encrypted = box.encrypt(endpoint.unencrypted_secret)
+        endpoint.unencrypted_secret = None
+        changed = True
+    elif endpoint.secret_encrypted is not None and not box.under_first_key(
+        endpoint.secret_encrypted
+    ):
+        endpoint.secret_encrypted = box.encrypt(box.decrypt(endpoint.secret_encrypted))
+        changed = True
+    previous = endpoint.previous_secret_encrypted
+    expires_at = endpoint.previous_secret_expires_at
+    if previous is not None and (expires_at is None or expires_at <= now):
+        endpoint.previous_secret_encrypted = endpoint.previous_secret_expires_at = None
+        changed = True
+    elif previous is not None and not box.under_first_key(previous):
+        endpoint.previous_secret_encrypted = box.encrypt(box.decrypt(previous))
+        changed = True
+    return changed
 
 
 def _visible(caller: Caller) -> ColumnElement[bool]:
@@ -96,10 +207,11 @@ def _visible(caller: Caller) -> ColumnElement[bool]:
     return WebhookEndpoint.customer_id == caller.user.customer_id
 
 
-def get_webhook(session: Session, *, caller: Caller, webhook_id: int) -> WebhookEndpoint:
-    endpoint = session.scalar(
-        select(WebhookEndpoint).where(WebhookEndpoint.id == webhook_id, _visible(caller))
-    )
+def get_webhook(
+    session: Session, *, caller: Caller, webhook_id: int, for_update: bool = False
+) -> WebhookEndpoint:
+    statement = select(WebhookEndpoint).where(WebhookEndpoint.id == webhook_id, _visible(caller))
+    endpoint = session.scalar(statement.with_for_update() if for_update else statement)
     if endpoint is None:
         raise NotFound(f"Webhook {webhook_id} not found")
     return endpoint
@@ -199,6 +311,8 @@ def redeliver(
     if delivery is None:
         raise NotFound(f"Delivery {delivery_id} of webhook {webhook_id} not found")
     delivery.status = DeliveryStatus.PENDING
+    # Due at once; but while a worker holds it (leased_until), no other claim takes it before
+    # that send is recorded, so it is never sent twice at the same time.
     delivery.next_attempt_at = datetime.now(UTC)
     # A new round of retries: the attempts of the earlier ones stay in the log.
     delivery.attempt_count = 0

@@ -24,6 +24,7 @@ DATABASE_ENV_VARS = [
     "DATABASE_URL",
     "POSTGRES_HOST",
     "SECRET_KEY",
+    "WEBHOOK_SECRET_KEYS",
     "AWS_LAMBDA_FUNCTION_NAME",
     "EMBEDDED_DATABASE_NAME",
 ]
@@ -58,7 +59,10 @@ def test_env_files_are_read_later_ones_win_and_the_environment_wins_over_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, second = tmp_path / ".env", tmp_path / ".env.prod"
-    first.write_text(f"SECRET_KEY={'a' * 40}\nPOSTGRES_HOST=db.internal\nPOSTGRES_DB=first\n")
+    first.write_text(
+        f"SECRET_KEY={'a' * 40}\nWEBHOOK_SECRET_KEYS={'w' * 40}\nPOSTGRES_HOST=db.internal\n"
+        "POSTGRES_DB=first\n"
+    )
     second.write_text(f"SECRET_KEY={'b' * 40}\n")
     settings = ProdSettings(_env_file=(first, second))
     assert settings.secret_key is not None
@@ -109,6 +113,9 @@ def test_an_unknown_app_env_names_the_valid_ones() -> None:
         ),
         ({"DATABASE_URL": "postgresql://u@db/x", "SECRET_KEY": "short"}, "placeholder"),
         ({"SECRET_KEY": GOOD_SECRET}, "no database is configured"),
+        ({"DATABASE_URL": "postgresql://u@db/x"}, "WEBHOOK_SECRET_KEYS is not set"),
+        ({"WEBHOOK_SECRET_KEYS": "short"}, "each key is at least 32 characters"),
+        ({"WEBHOOK_SECRET_KEYS": f"{GOOD_SECRET},short"}, "each key is at least 32 characters"),
     ],
 )
 def test_production_refuses_to_start_without_a_real_secret_and_a_database(
@@ -124,6 +131,7 @@ def test_production_starts_with_a_real_secret_and_a_database(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SECRET_KEY", GOOD_SECRET)
+    monkeypatch.setenv("WEBHOOK_SECRET_KEYS", f"{'n' * 40}, {'o' * 40}")
     monkeypatch.setenv("POSTGRES_HOST", "db.example")
     monkeypatch.setenv("POSTGRES_PASSWORD", "p@ss word")
     production = Config()
@@ -136,6 +144,9 @@ def test_production_starts_with_a_real_secret_and_a_database(
     )
     assert "p@ss word" not in production.database_description
     assert production.settings.log_format == "json"
+    keys = production.settings.webhook_secret_keys
+    assert [key.get_secret_value() for key in keys] == ["n" * 40, "o" * 40]
+    assert production.settings.webhook_allowed_ports == [443]
 
 
 def test_database_url_wins_over_postgres_fields_and_is_normalised() -> None:

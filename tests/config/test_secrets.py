@@ -97,6 +97,7 @@ def secrets_manager() -> Iterator[FakeSecretsManager]:
     fake = FakeSecretsManager(
         {
             "tracker/secret-key": "k" * 48,
+            "tracker/webhook-secret-keys": f"{'n' * 40},{'o' * 40}",
             "tracker/database": json.dumps({"username": "tracker_app", "password": "p@ss:w/rd"}),
         }
     )
@@ -109,12 +110,13 @@ def secrets_manager() -> Iterator[FakeSecretsManager]:
         fake.server.server_close()
 
 
-def production_env(fake: FakeSecretsManager, **overrides: str) -> dict[str, str | None]:
+def production_env(fake: FakeSecretsManager, **overrides: str | None) -> dict[str, str | None]:
     return {
         "APP_ENV": "production",
         # The test run's own database would win over the secret's login.
         "DATABASE_URL": None,
         "SECRET_KEY_SECRET_ID": "tracker/secret-key",
+        "WEBHOOK_SECRET_KEYS_SECRET_ID": "tracker/webhook-secret-keys",
         "DATABASE_SECRET_ID": "tracker/database",
         "POSTGRES_HOST": "tracker-proxy.proxy-abc.eu-west-1.rds.amazonaws.com",
         "POSTGRES_DB": "tracker",
@@ -133,11 +135,12 @@ SHOW_CONFIG = (
     "config.setup()\n"
     "url = config.database.url\n"
     "print(config.settings.secret_key.get_secret_value(), url.username, url.password, url.host,\n"
-    "      url.query['sslmode'])\n"
+    "      url.query['sslmode'],\n"
+    "      *(key.get_secret_value() for key in config.settings.webhook_secret_keys))\n"
 )
 
 
-def test_production_takes_its_secret_key_and_database_login_from_secrets_manager(
+def test_production_takes_its_keys_and_database_login_from_secrets_manager(
     secrets_manager: FakeSecretsManager,
 ) -> None:
     result = run_python("-c", SHOW_CONFIG, env=production_env(secrets_manager))
@@ -148,9 +151,12 @@ def test_production_takes_its_secret_key_and_database_login_from_secrets_manager
         "p@ss:w/rd",
         "tracker-proxy.proxy-abc.eu-west-1.rds.amazonaws.com",
         "require",
+        "n" * 40,
+        "o" * 40,
     ]
     assert [request["body"]["SecretId"] for request in secrets_manager.requests] == [
         "tracker/secret-key",
+        "tracker/webhook-secret-keys",
         "tracker/database",
     ]
     for request in secrets_manager.requests:
@@ -176,4 +182,96 @@ def test_a_secret_without_credentials_to_read_it_is_a_clear_error(
     env = production_env(secrets_manager, AWS_ACCESS_KEY_ID="")
     result = run_python("-c", SHOW_CONFIG, env=env)
     assert result.returncode != 0
-    assert "reading secrets needs AWS_REGION, AWS_ACCESS_KEY_ID" in result.stderr
+    assert "reading secrets needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in result.stderr
+    assert "AWS_CONTAINER_CREDENTIALS_FULL_URI" in result.stderr
+
+
+class FakeCredentialsEndpoint:
+    """Lambda's credentials endpoint under SnapStart: the function's credentials as JSON, to a
+    request that carries the authorization token."""
+
+    TOKEN = "container-authorization-token"
+
+    def __init__(self) -> None:
+        requests: list[dict[str, str]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                requests.append({"path": self.path, **dict(self.headers)})
+                if self.headers.get("Authorization") != FakeCredentialsEndpoint.TOKEN:
+                    status, answer = 401, {"message": "bad token"}
+                else:
+                    status, answer = (
+                        200,
+                        {
+                            "AccessKeyId": "ASIACONTAINEREXAMPLE",
+                            "SecretAccessKey": SECRET_ACCESS_KEY,
+                            "Token": "container-session-token",
+                            "Expiration": "2026-12-07T18:00:00Z",
+                        },
+                    )
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.requests = requests
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        host, port = self.server.server_address[:2]
+        self.url = f"http://{host!s}:{port}/2021-04-23/functions/tracker-api/credentials"
+
+
+@pytest.fixture
+def credentials_endpoint() -> Iterator[FakeCredentialsEndpoint]:
+    fake = FakeCredentialsEndpoint()
+    thread = threading.Thread(target=fake.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        fake.server.shutdown()
+        fake.server.server_close()
+
+
+def snapstart_env(
+    secrets_manager: FakeSecretsManager, endpoint: FakeCredentialsEndpoint, token: str
+) -> dict[str, str | None]:
+    # Under SnapStart, Lambda sets no credentials in variables, only the endpoint's.
+    return production_env(
+        secrets_manager,
+        AWS_ACCESS_KEY_ID=None,
+        AWS_SECRET_ACCESS_KEY=None,
+        AWS_SESSION_TOKEN=None,
+        AWS_CONTAINER_CREDENTIALS_FULL_URI=endpoint.url,
+        AWS_CONTAINER_AUTHORIZATION_TOKEN=token,
+    )
+
+
+def test_under_snapstart_the_credentials_come_from_lambda_s_endpoint(
+    secrets_manager: FakeSecretsManager, credentials_endpoint: FakeCredentialsEndpoint
+) -> None:
+    env = snapstart_env(secrets_manager, credentials_endpoint, FakeCredentialsEndpoint.TOKEN)
+    result = run_python("-c", SHOW_CONFIG, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[:3] == ["k" * 48, "tracker_app", "p@ss:w/rd"]
+    assert [request["path"] for request in credentials_endpoint.requests] == [
+        "/2021-04-23/functions/tracker-api/credentials"
+    ] * 2  # read anew for each secret
+    for request in secrets_manager.requests:
+        headers = {name.lower(): value for name, value in request["headers"].items()}
+        assert "Credential=ASIACONTAINEREXAMPLE/" in headers["authorization"]
+        assert headers["x-amz-security-token"] == "container-session-token"
+
+
+def test_a_refused_credentials_request_is_a_clear_error(
+    secrets_manager: FakeSecretsManager, credentials_endpoint: FakeCredentialsEndpoint
+) -> None:
+    env = snapstart_env(secrets_manager, credentials_endpoint, "wrong-token")
+    result = run_python("-c", SHOW_CONFIG, env=env)
+    assert result.returncode != 0
+    assert "the credentials endpoint answered HTTP 401 without credentials" in result.stderr
+    assert secrets_manager.requests == []

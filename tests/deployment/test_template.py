@@ -263,7 +263,9 @@ def test_each_schedule_runs_its_task_at_the_cadence_the_registry_states() -> Non
     for schedule in schedules():
         name = json.loads(schedule["Input"])["task"]
         scheduled[name] = rate(parameters[schedule["ScheduleExpression"]["Ref"]]["Default"])
-    assert scheduled == {name: task.cadence for name, task in SCHEDULED_TASKS.items()}
+    assert scheduled == {
+        name: task.cadence for name, task in SCHEDULED_TASKS.items() if task.cadence is not None
+    }
 
 
 def alarms() -> dict[str, dict[str, Any]]:
@@ -321,9 +323,10 @@ def test_each_task_alarms_without_a_success_within_twice_its_cadence() -> None:
         for dimension in alarm["Dimensions"]
         if dimension["Name"] == "Task"
     }
-    assert set(by_task) == set(SCHEDULED_TASKS)
+    cadences = {name: task.cadence for name, task in SCHEDULED_TASKS.items() if task.cadence}
+    assert set(by_task) == set(cadences)
     for name, alarm in by_task.items():
-        assert alarm["Period"] == 2 * SCHEDULED_TASKS[name].cadence.total_seconds()
+        assert alarm["Period"] == 2 * cadences[name].total_seconds()
         assert {"Name": "Outcome", "Value": "succeeded"} in alarm["Dimensions"]
         assert (alarm["Statistic"], alarm["Threshold"]) == ("Sum", 1)
         assert alarm["ComparisonOperator"] == "LessThanThreshold"
@@ -344,3 +347,42 @@ def test_alarms_go_to_an_e_mail_address_only_when_one_is_given() -> None:
     subscription = template()["Resources"]["AlarmEmailSubscription"]
     assert subscription["Condition"] == "SubscribeAlarmEmail"
     assert template()["Parameters"]["AlarmEmail"]["Default"] == ""
+
+
+def test_snapstart_is_a_parameter_of_the_api_function_on_its_published_versions() -> None:
+    parameter = template()["Parameters"]["ApiSnapStart"]
+    assert parameter["Default"] == "false"
+    assert parameter["AllowedValues"] == ["true", "false"]
+    assert template()["Conditions"]["UseApiSnapStart"] == {
+        "Fn::Equals": [{"Ref": "ApiSnapStart"}, "true"]
+    }
+    api = functions()["ApiFunction"]["Properties"]
+    assert api["AutoPublishAlias"] == "live"
+    assert api["SnapStart"] == {
+        "Fn::If": ["UseApiSnapStart", {"ApplyOn": "PublishedVersions"}, {"Ref": "AWS::NoValue"}]
+    }
+    # The functions without HTTP start rarely, and run longer than any init.
+    for name in ("MigrationFunction", "WorkerFunction"):
+        assert "SnapStart" not in functions()[name]["Properties"]
+
+
+def test_the_worker_reaches_the_webhook_ports_the_api_accepts() -> None:
+    """WEBHOOK_ALLOWED_PORTS and the functions' egress come from one parameter: 443, and the
+    extra port when one is given."""
+    resources_ = template()["Resources"]
+    group = resources_["FunctionSecurityGroup"]["Properties"]["SecurityGroupEgress"]
+    assert [(rule["FromPort"], rule["ToPort"], rule["CidrIp"]) for rule in group] == [
+        (443, 443, "0.0.0.0/0")
+    ]
+    extra = resources_["FunctionToWebhookExtraPortEgress"]
+    assert extra["Condition"] == "WebhookExtraPortAllowed"
+    assert extra["Properties"]["GroupId"] == {"Ref": "FunctionSecurityGroup"}
+    port = {"Ref": "WebhookExtraPort"}
+    assert (extra["Properties"]["FromPort"], extra["Properties"]["ToPort"]) == (port, port)
+    for name in ("ApiFunction", "WorkerFunction"):
+        variables = functions()[name]["Properties"]["Environment"]["Variables"]
+        assert variables["WEBHOOK_ALLOWED_PORTS"] == {
+            "Fn::If": ["WebhookExtraPortAllowed", {"Fn::Sub": "443,${WebhookExtraPort}"}, "443"]
+        }
+        assert variables["WEBHOOK_SECRET_KEYS_SECRET_ID"] == {"Ref": "WebhookSecretKeysSecret"}
+    assert Settings(webhook_allowed_ports="443,8443").webhook_allowed_ports == [443, 8443]  # type: ignore[arg-type]

@@ -42,12 +42,11 @@ def quiet_job(receiver: Receiver) -> tuple[int, str]:
         configuration = create_configuration(
             session, steps=(("a", 1, Decimal("1")), ("b", 1, Decimal("1"))), step_timeout=60
         )
-        endpoint = webhooks.create_webhook(
+        _, secret = webhooks.create_webhook(
             session,
             caller=admin,
             webhook_in=WebhookCreate(url=receiver.url, event_types=[WebhookEventType.JOB_STALLED]),
         )
-        secret = endpoint.secret
         job, _ = create_job(
             session,
             caller=admin,

@@ -121,7 +121,7 @@ def receiver() -> Iterator[Receiver]:
 def test_each_delivery_counts_by_outcome_with_its_latency(
     db: Session, receiver: Receiver, records: list[logging.LogRecord]
 ) -> None:
-    endpoint = webhooks.create_webhook(
+    endpoint, _ = webhooks.create_webhook(
         db,
         caller=Caller(create_admin(db)),
         webhook_in=WebhookCreate(url=receiver.url, event_types=[WebhookEventType.JOB_COMPLETED]),

@@ -73,9 +73,7 @@ def test_a_quiet_system_reports_each_task_and_backlog(db: Session, client: TestC
 def pending_delivery(db: Session, *, due: datetime) -> WebhookDelivery:
     configuration = create_configuration(db, steps=(("a", 1, Decimal("1")),))
     job = create_job(db, configuration=configuration, customer=create_customer(db))
-    endpoint = WebhookEndpoint(
-        url="https://hooks.example.com/in", event_types=["job.completed"], secret="whsec_x"
-    )
+    endpoint = WebhookEndpoint(url="https://hooks.example.com/in", event_types=["job.completed"])
     db.add(endpoint)
     db.flush()
     delivery = WebhookDelivery(
@@ -120,7 +118,6 @@ def test_a_disabled_endpoint_is_a_warning(db: Session, client: TestClient) -> No
         WebhookEndpoint(
             url="https://hooks.example.com/in",
             event_types=["job.failed"],
-            secret="whsec_x",
             enabled=False,
         )
     )

@@ -2,6 +2,7 @@
 secret shown once, the delivery log and redelivery; the notifications jobs' endings queue."""
 
 import base64
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +28,9 @@ POLICY = DeliveryPolicy(
     retry_window=timedelta(hours=72),
     disable_after=timedelta(hours=120),
     allow_private_addresses=True,
+    allow_http=True,
+    allowed_ports=None,
+    jitter=0,
 )
 
 
@@ -122,11 +126,41 @@ def test_a_client_manages_its_own_customers_endpoints_only(
     ]
 
 
-def test_api_keys_cannot_manage_webhooks(db: Session, client: TestClient) -> None:
+WEBHOOK_OPERATIONS = [
+    ("POST", "/webhooks"),
+    ("GET", "/webhooks"),
+    ("GET", "/webhooks/{id}"),
+    ("PATCH", "/webhooks/{id}"),
+    ("DELETE", "/webhooks/{id}"),
+    ("POST", "/webhooks/{id}/rotate-secret"),
+    ("GET", "/webhooks/{id}/deliveries"),
+    ("POST", "/webhooks/{id}/deliveries/{delivery_id}/redeliver"),
+]
+
+
+def test_api_keys_cannot_manage_webhooks_and_the_document_says_so(
+    db: Session, client: TestClient, admin: Person
+) -> None:
+    endpoint = admin.create(url="https://hooks.example/a").json()
     script = admin_script(db, client)
-    response = script.post("/webhooks", {"url": "https://a.example", "event_types": ALL_TYPES})
-    assert response.status_code == 403
-    assert "bearer token" in response.json()["detail"]
+    paths = client.get("/openapi.json").json()["paths"]
+    documented = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if path.startswith("/webhooks")
+        for method in operations
+    }
+    assert documented == {
+        (method, path.replace("{id}", "{webhook_id}")) for method, path in WEBHOOK_OPERATIONS
+    }
+    for method, path in WEBHOOK_OPERATIONS:
+        concrete = path.replace("{id}", str(endpoint["id"])).replace("{delivery_id}", "1")
+        body = {"url": "https://a.example", "event_types": ALL_TYPES} if method != "GET" else None
+        response = client.request(method, concrete, json=body, headers=script.headers)
+        assert response.status_code == 403, (method, path)
+        assert "bearer token" in response.json()["detail"]
+        operation = paths[path.replace("{id}", "{webhook_id}")][method.lower()]
+        assert "403" in operation["responses"], (method, path)
 
 
 @pytest.mark.parametrize(
@@ -335,3 +369,102 @@ def test_the_openapi_document_describes_the_notifications(client: TestClient) ->
     body = webhooks["job-notification"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["$ref"].endswith("/WebhookNotification")
     assert "webhook-id" in webhooks["job-notification"]["post"]["description"]
+
+
+def table_dump(db: Session) -> str:
+    """What pg_dump would write of the endpoints' rows: COPY ... TO STDOUT."""
+    dump = io.StringIO()
+    cursor = db.connection().connection.cursor()
+    cursor.copy_expert("COPY webhook_endpoints TO STDOUT", dump)
+    return dump.getvalue()
+
+
+def test_the_secret_is_stored_encrypted_and_shown_only_in_the_answer(
+    db: Session, client: TestClient, admin: Person, customer: Customer, receiver: Receiver
+) -> None:
+    created = admin.create(url=receiver.url, customer_id=customer.id).json()
+    secret = created["secret"]
+    key = secret.removeprefix("whsec_")
+    dump = table_dump(db)
+    assert str(created["id"]) in dump
+    assert secret not in dump
+    assert key not in dump
+    assert base64.b64decode(key).hex() not in dump
+    row = db.get_one(WebhookEndpoint, created["id"])
+    assert row.secret_encrypted is not None
+    assert row.unencrypted_secret is None
+    assert "secret" not in admin.request("GET", f"/webhooks/{created['id']}").json()
+
+    script = admin_script(db, client)
+    job = new_job(script, pipeline(db), customer.id)
+    finish(script, job["id"], ["upload", "segment", "classify", "report"])
+    assert deliver(db, datetime.now(UTC)) == {"delivered": 1, "failed": 0}
+    [request] = receiver.requests
+    assert request.signed_by(secret)
+    assert len(request.headers["webhook-signature"].split(" ")) == 1
+
+
+def test_a_rotated_secret_signs_beside_the_new_one_for_the_overlap_then_only_the_new_one(
+    db: Session, client: TestClient, admin: Person, customer: Customer, receiver: Receiver
+) -> None:
+    created = admin.create(url=receiver.url, customer_id=customer.id).json()
+    old = created["secret"]
+    script = admin_script(db, client)
+    configuration = pipeline(db)
+    tags = ["upload", "segment", "classify", "report"]
+
+    before = datetime.now(UTC)
+    rotated = admin.request("POST", f"/webhooks/{created['id']}/rotate-secret")
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["secret"]
+    assert new.startswith("whsec_")
+    assert new != old
+    expires_at = datetime.fromisoformat(rotated.json()["previous_secret_expires_at"])
+    assert before + timedelta(hours=24) <= expires_at <= datetime.now(UTC) + timedelta(hours=24)
+    shown = admin.request("GET", f"/webhooks/{created['id']}").json()
+    assert "secret" not in shown
+    assert shown["previous_secret_expires_at"] == rotated.json()["previous_secret_expires_at"]
+    dump = table_dump(db)
+    assert new not in dump
+    assert old not in dump
+
+    during = new_job(script, configuration, customer.id)
+    finish(script, during["id"], tags)
+    assert deliver(db, expires_at - timedelta(minutes=1)) == {"delivered": 1, "failed": 0}
+    # A receiver that knows either secret accepts the message.
+    assert receiver.requests[-1].signed_by(old)
+    assert receiver.requests[-1].signed_by(new)
+    assert len(receiver.requests[-1].headers["webhook-signature"].split(" ")) == 2
+
+    after = new_job(script, configuration, customer.id)
+    finish(script, after["id"], tags)
+    assert deliver(db, expires_at) == {"delivered": 1, "failed": 0}
+    assert receiver.requests[-1].signed_by(new)
+    assert not receiver.requests[-1].signed_by(old)
+    assert len(receiver.requests[-1].headers["webhook-signature"].split(" ")) == 1
+
+
+def test_rotating_another_customers_endpoint_is_not_found_and_changes_nothing(
+    db: Session, admin: Person, member: Person
+) -> None:
+    theirs = admin.create(url="https://hooks.example/all").json()
+    before = table_dump(db)
+    assert member.request("POST", f"/webhooks/{theirs['id']}/rotate-secret").status_code == 404
+    assert admin.request("POST", "/webhooks/0/rotate-secret").status_code == 404
+    assert table_dump(db) == before
+
+
+def test_a_port_other_than_the_allowed_ones_is_refused_naming_the_rule(
+    db: Session, admin: Person, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config.settings, "webhook_allowed_ports", [443])
+    refused = admin.create(url="https://8.8.8.8:8443/hooks")
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"] == (
+        "url's port 8443 is not allowed: webhooks are sent to port 443 only "
+        "(the WEBHOOK_ALLOWED_PORTS setting)"
+    )
+    assert endpoints(db) == 0
+    assert admin.create(url="https://8.8.8.8/hooks").status_code == 201
+    monkeypatch.setattr(config.settings, "webhook_allowed_ports", [443, 8443])
+    assert admin.create(url="https://8.8.8.8:8443/hooks").status_code == 201

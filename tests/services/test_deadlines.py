@@ -24,7 +24,7 @@ from app.scheduled import TaskRun
 from app.scheduled import sweep_deadlines as sweep_task
 from app.schemas.event import EventCreate
 from app.schemas.job import JobCreate
-from app.services import deadlines, job_contract
+from app.services import deadlines, job_contract, webhooks
 from app.services.access import Caller
 from app.services.deadlines import LearntWait
 from app.services.job_details import job_detail
@@ -264,7 +264,7 @@ def test_two_sweeps_at_once_mark_each_job_once_and_queue_one_notification_each()
                 customer_id=None,
                 url="https://hooks.example/all",
                 event_types=["job.stalled"],
-                secret="whsec_c2VjcmV0",
+                secret_encrypted=webhooks.configured_secret_box().encrypt("whsec_c2VjcmV0"),
             )
         )
         created = [new_job(session, configuration, customer) for _ in range(jobs)]

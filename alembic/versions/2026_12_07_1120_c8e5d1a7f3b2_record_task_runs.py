@@ -6,8 +6,8 @@ the `auth_cleanup` task deletes past TASK_RUN_RETENTION_DAYS. Two partial indexe
 read the webhook backlog without a scan: the pending deliveries by age, the disabled endpoints.
 
 Revision ID: c8e5d1a7f3b2
-Revises: a1f4c7e2b9d3
-Create Date: 2026-12-07 11:00:00.000000
+Revises: c3e9f1a7d254
+Create Date: 2026-12-07 11:20:00.000000
 """
 
 from collections.abc import Sequence
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "c8e5d1a7f3b2"
-down_revision: str | None = "a1f4c7e2b9d3"
+down_revision: str | None = "c3e9f1a7d254"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,80 @@
+"""One POST over a connection to a given address: the Host header and the TLS server name stay
+the receiver's name, the certificate is verified against that name, and a receiver that
+drips its answer is cut off at the deadline of the whole exchange."""
+
+from collections.abc import Iterator
+
+import httpcore
+import pytest
+
+from app.internal import pinned_http
+from app.internal.destinations import Target, check_url
+from tests.helpers.tls import Authority, new_authority
+from tests.helpers.webhook_receiver import DrippingReceiver, Receiver
+
+NAME = "receiver.test"  # resolves nowhere: only the address given reaches the receiver
+
+
+@pytest.fixture(scope="module")
+def authority() -> Authority:
+    return new_authority()
+
+
+@pytest.fixture
+def tls_receiver(authority: Authority) -> Iterator[Receiver]:
+    receiver = Receiver(tls=authority.server_context(NAME))
+    yield receiver
+    receiver.stop()
+
+
+def send(url: str, *, authority: Authority, deadline: float = 5) -> int:
+    target: Target = check_url(url, allow_http=True, allowed_ports=None)
+    return pinned_http.post(
+        target,
+        url,
+        address="127.0.0.1",
+        body=b'{"a": 1}',
+        headers={"content-type": "application/json"},
+        deadline_seconds=deadline,
+        ssl_context=authority.client_context(),
+    )
+
+
+def test_the_name_is_sent_and_verified_while_the_given_address_is_reached(
+    authority: Authority, tls_receiver: Receiver
+) -> None:
+    assert send(tls_receiver.url_for(NAME) + "?x=1", authority=authority) == 200
+    [request] = tls_receiver.requests
+    assert request.headers["host"] == f"{NAME}:{tls_receiver.port}"
+    assert request.path == "/hooks?x=1"
+    assert request.body == b'{"a": 1}'
+    assert tls_receiver.server_names == [NAME]
+
+
+def test_a_certificate_for_another_name_is_refused(authority: Authority) -> None:
+    receiver = Receiver(tls=authority.server_context("someone-else.test"))
+    try:
+        with pytest.raises(httpcore.ConnectError, match="certificate"):
+            send(receiver.url_for(NAME), authority=authority)
+        assert receiver.requests == []
+    finally:
+        receiver.stop()
+
+
+def test_a_certificate_from_an_unknown_authority_is_refused(tls_receiver: Receiver) -> None:
+    with pytest.raises(httpcore.ConnectError, match="certificate"):
+        send(tls_receiver.url_for(NAME), authority=new_authority())
+    assert tls_receiver.requests == []
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_deadline(
+    authority: Authority,
+) -> None:
+    dripping = DrippingReceiver(interval=0.02)
+    try:
+        with pytest.raises(httpcore.TimeoutException):
+            send(dripping.url, authority=authority, deadline=0.5)
+        # The sender hung up mid-answer: it is not holding the connection any more.
+        assert dripping.hung_up.wait(timeout=30)
+    finally:
+        dripping.stop()
