@@ -258,9 +258,10 @@ def test_under_snapstart_the_credentials_come_from_lambda_s_endpoint(
     result = run_python("-c", SHOW_CONFIG, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:3] == ["k" * 48, "tracker_app", "p@ss:w/rd"]
+    assert len(secrets_manager.requests) == 3  # SECRET_KEY, the database's, the webhook keys
     assert [request["path"] for request in credentials_endpoint.requests] == [
         "/2021-04-23/functions/tracker-api/credentials"
-    ] * 2  # read anew for each secret
+    ] * 3  # read anew for each secret
     for request in secrets_manager.requests:
         headers = {name.lower(): value for name, value in request["headers"].items()}
         assert "Credential=ASIACONTAINEREXAMPLE/" in headers["authorization"]

@@ -12,6 +12,7 @@ from tests.helpers.processes import run_python
 PRODUCTION = {
     "APP_ENV": "production",
     "SECRET_KEY": "import-rules-test-secret-key-0123456789abcdef",
+    "WEBHOOK_SECRET_KEYS": "import-rules-test-webhook-key-0123456789abcdef",
     "DATABASE_URL": "postgresql://tracker@127.0.0.1:1/tracker",  # never connected to
     "AWS_LAMBDA_FUNCTION_NAME": "tracker-api",
 }

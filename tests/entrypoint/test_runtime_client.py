@@ -20,6 +20,7 @@ from tests.helpers.processes import database_env, run_python
 PRODUCTION = {
     "APP_ENV": "production",
     "SECRET_KEY": "runtime-client-test-secret-key-0123456789",
+    "WEBHOOK_SECRET_KEYS": "runtime-client-test-webhook-key-0123456789",
     "LOG_LEVEL": "WARNING",
 }
 
