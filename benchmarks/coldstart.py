@@ -58,7 +58,6 @@ PRODUCTION_ENV = {
     "APP_ENV": "production",
     "SECRET_KEY": "coldstart-benchmark-secret-key-0123456789",
     "WEBHOOK_SECRET_KEYS": "coldstart-benchmark-webhook-key-0123456789",
-    "WEBHOOK_SECRET_KEYS": "coldstart-benchmark-webhook-key-0123456789",
     "DATABASE_URL": "postgresql://tracker@127.0.0.1:5432/tracker",
     "AWS_LAMBDA_FUNCTION_NAME": "tracker-coldstart",
     "LOG_LEVEL": "WARNING",

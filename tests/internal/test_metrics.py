@@ -35,6 +35,8 @@ POLICY = webhook_delivery.DeliveryPolicy(
     retry_window=timedelta(hours=72),
     disable_after=timedelta(hours=120),
     allow_private_addresses=True,
+    allow_http=True,
+    allowed_ports=None,
 )
 
 
