@@ -309,9 +309,9 @@ def test_every_alarm_reads_a_metric_the_app_emits_or_aws_publishes_and_notifies_
                 assert {AWS_METRICS[(metric["Namespace"], metric["MetricName"])]} == dimensions
 
 
-def test_the_metrics_dimension_is_the_stack_for_the_functions_that_emit() -> None:
-    for name in ("ApiFunction", "WorkerFunction"):
-        variables = functions()[name]["Properties"]["Environment"]["Variables"]
+def test_the_metrics_dimension_is_the_stack_in_every_function() -> None:
+    for function in functions().values():
+        variables = function["Properties"]["Environment"]["Variables"]
         assert variables["METRICS_SERVICE"] == {"Ref": "AWS::StackName"}
 
 

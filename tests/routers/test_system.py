@@ -212,3 +212,13 @@ def test_every_statement_of_the_status_reads_an_index(db: Session) -> None:
         cursor.execute(f"EXPLAIN {statement}", parameters)
         plan = "\n".join(row[0] for row in cursor.fetchall())
         assert "Seq Scan" not in plan, f"{statement}\n{plan}"
+
+
+def test_a_task_on_no_schedule_is_never_overdue() -> None:
+    task = system_status.Task("reencrypt_webhook_secrets", None)
+    now = datetime.now(UTC)
+    never = system_status.task_status(task, success=None, failure=None, now=now)
+    assert (never.cadence_seconds, never.overdue, never.verdict) == (None, False, "ok")
+    long_ago = type("Run", (), {"started_at": now - timedelta(days=20)})
+    old = system_status.task_status(task, success=long_ago, failure=None, now=now)
+    assert (old.overdue, old.verdict) == (False, "ok")
