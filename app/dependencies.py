@@ -236,7 +236,9 @@ def get_admin_user(caller: Annotated[Caller, Depends(get_current_user_from_token
     return caller
 
 
-async def get_configurer(caller: Annotated[Caller, Depends(require_scope(Scope.CONFIGURE))]) -> Caller:
+async def get_configurer(
+    caller: Annotated[Caller, Depends(require_scope(Scope.CONFIGURE))],
+) -> Caller:
     """An admin, by session or token, or by an API key with the `configure` scope (its owner
     still an admin: a key never does more than its owner may)."""
     require_admin(caller)

@@ -264,7 +264,6 @@ def create_account() -> Account:
     return account
 
 
-
 def spool_path(directory: Path) -> Path:
     return directory / "spool.sqlite3"
 

@@ -26,7 +26,7 @@ from trackerapi.courier import AsyncCourier, Courier, ErrorCallback
 from trackerapi.errors import ApiError, EventRejected, TrackerError, TrackerUnavailable
 from trackerapi.models import Event, EventKind, JobState, PushOutcome
 from trackerapi.transport import AsyncTransport, RetryPolicy, Transport
-from trackerapi.worker import AsyncWorker, Batches, entries
+from trackerapi.worker import AsyncWorker, entries
 
 logger = logging.getLogger("trackerapi")
 
@@ -69,7 +69,7 @@ class AsyncTracker(core.Closable):
         self.spool = self.settings.spool
         self._transport = AsyncTransport(self.base_url, **self.settings.http())
         self._courier = AsyncCourier(self._transport, self.spool, **self.settings.delivery)
-        self._batches = Batches(**self.settings.queue)
+        self._batches = self.settings.batches()
         self._worker: AsyncWorker | None = None
         self._closed = False
         self.configs = AsyncConfigs(self)
@@ -222,7 +222,8 @@ class AsyncTracker(core.Closable):
         budget = self.exit_timeout
         policy = RetryPolicy(deadline=budget, max_backoff=min(8.0, budget / 4 or 0.01))
         transport = Transport(
-            self.base_url, **self.settings.http(timeout=min(self.settings.timeout, budget), retry=policy)
+            self.base_url,
+            **self.settings.http(timeout=min(self.settings.timeout, budget), retry=policy),
         )
         courier = Courier(transport, self.spool, **self.settings.delivery)
         try:

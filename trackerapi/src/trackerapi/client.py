@@ -148,7 +148,7 @@ class Tracker(core.Closable):
                 return None
             # A forked child inherits the queue but not the thread: it starts its own.
             if self._worker is None or self._worker_pid != os.getpid():
-                self._worker = Worker(self._courier, **self.settings.queue)
+                self._worker = Worker(self._courier, self.settings.batches())
                 self._worker_pid = os.getpid()
             return self._worker
 

@@ -22,6 +22,7 @@ from trackerapi.errors import ConfigurationError, TrackerUnavailable
 from trackerapi.models import ConfigFile, Event, EventKind, JobConfig, JobState
 from trackerapi.spool import Spool, default_spool_path, key_id
 from trackerapi.transport import RetryPolicy
+from trackerapi.worker import Batches
 
 # The package's version, written here only (the build reads it from this line).
 __version__ = "1.1.0"
@@ -71,7 +72,9 @@ class Settings:
         self.strict = strict
         self.on_error = on_error
         self.exit_timeout = exit_timeout
-        self.queue = {"max_queue": max_queue, "max_batch": max_batch, "linger": linger}
+        self.max_queue = max_queue
+        self.max_batch = max_batch
+        self.linger = linger
         self.delivery = {
             "on_error": on_error,
             "max_batch": max_batch,
@@ -79,6 +82,10 @@ class Settings:
             "key": key_id(self.api_key),
         }
         self.spool = open_spool(spool)
+
+    def batches(self) -> Batches:
+        """A new queue for a sender, cut into batches by these options."""
+        return Batches(max_queue=self.max_queue, max_batch=self.max_batch, linger=self.linger)
 
     def http(self, *, timeout: float | None = None, retry: RetryPolicy | None = None) -> Any:
         """The transport's options (narrower ones for the exit hook)."""

@@ -139,8 +139,15 @@ class Event:
     rest of the JSON is written by the sender, from values that cannot change."""
 
     __slots__ = (
-        "provider_job_id", "kind", "event_id", "occurred_at", "name", "message", "metadata",
-        "_metadata_json", "_content",
+        "_content",
+        "_metadata_json",
+        "event_id",
+        "kind",
+        "message",
+        "metadata",
+        "name",
+        "occurred_at",
+        "provider_job_id",
     )  # fmt: skip
 
     def __init__(
@@ -170,7 +177,9 @@ class Event:
         self._metadata_json: str | None = None
         if metadata is not None:
             try:
-                self._metadata_json = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+                self._metadata_json = json.dumps(
+                    metadata, separators=(",", ":"), ensure_ascii=False
+                )
             except (TypeError, ValueError) as error:
                 raise TypeError(f"the event's metadata must be JSON: {error}") from None
 

@@ -12,11 +12,11 @@ queued before it has been delivered or spooled. `Batches` holds these rules for 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from typing import Any
 
 from trackerapi.courier import AsyncCourier, Courier
 from trackerapi.models import Event
@@ -104,9 +104,9 @@ class _ThreadMarker(Marker):
 
 
 class Worker:
-    def __init__(self, courier: Courier, **queue_options: Any) -> None:
+    def __init__(self, courier: Courier, batches: Batches) -> None:
         self.courier = courier
-        self.batches = Batches(**queue_options)
+        self.batches = batches
         self._wake = threading.Event()
         self._room = threading.Condition()
         self._stopping = False
@@ -257,10 +257,8 @@ class AsyncWorker:
                 batches.idle = False
                 self._wake.clear()
                 if batches.worth_lingering():
-                    try:
+                    with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), batches.linger)
-                    except asyncio.TimeoutError:
-                        pass
                     self._wake.clear()
                 events, markers = batches.take()
                 self._room.set()
@@ -269,7 +267,9 @@ class AsyncWorker:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    logger.exception("the trackerapi sender failed; %d events are held", len(events))
+                    logger.exception(
+                        "the trackerapi sender failed; %d events are held", len(events)
+                    )
                     batches.put_back(events)
                     delivered = False
                 events = []
