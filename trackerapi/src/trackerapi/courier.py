@@ -249,7 +249,10 @@ class AsyncCourier(Rules):
         self._spooled = True
         return True
 
-    async def deliver(self, entries: Entries, *, try_now: bool = True) -> bool:
+    async def deliver(
+        self, entries: Entries, *, try_now: bool = True, kept: Callable[[], None] | None = None
+    ) -> bool:
+        """As Courier.deliver; `kept` is called once the entries are safe in the spool."""
         if self.spool is None:
             try:
                 group = [Entry(0, kind, body) for kind, body in entries]
@@ -260,6 +263,8 @@ class AsyncCourier(Rules):
                 return False
             return True
         await self.keep(entries)
+        if kept is not None:
+            kept()
         return await self.drain() if try_now else False
 
     async def drain(self) -> bool:

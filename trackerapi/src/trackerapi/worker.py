@@ -285,8 +285,12 @@ class AsyncWorker:
             batches.idle = True
             raise
 
-    async def _send(self, batch: list[Event], *, flushing: bool) -> bool:
-        if not batch:
+    async def _send(self, taken: list[Event], *, flushing: bool) -> bool:
+        """Deliver what was taken; `taken` is emptied once it is in the spool, so that a
+        cancellation from then on puts nothing back (it would be spooled twice)."""
+        if not taken:
             return await self.courier.drain() if flushing else True
         courier = self.courier
-        return await courier.deliver(entries(batch), try_now=flushing or not courier.in_outage)
+        return await courier.deliver(
+            entries(taken), try_now=flushing or not courier.in_outage, kept=taken.clear
+        )
