@@ -3,7 +3,9 @@
 Prints the caller's cost per `job.step()` in background mode (median, mean, p99, p99.9), with
 1 and with 8 threads stepping at once while the sender drains to the server, and the same for
 `AsyncTracker` from 1 and from 100 tasks (targets: median <= 10 us, p99 <= 50 us at 8
-threads); then the events per second one script thread gets delivered in sync mode.
+threads); then the events per second one script thread gets delivered in sync mode. A baseline
+times a pure-Python call of about a microsecond from 8 threads with no tracker at all: what the
+interpreter's lock alone adds to the mean and the tail when threads run Python at once.
 
     .venv/bin/python -m benchmarks.client [--events N] [--rounds R] [--compare SRC]
         [--sync-events M] [--database URL]
@@ -25,6 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,7 @@ from root import ROOT_DIR, root_path
 
 TAG = "bench-pipeline"
 STEPS = [f"s{n:02d}" for n in range(1, 21)]
-SCENARIOS = [("threads", 1), ("threads", 8), ("tasks", 1), ("tasks", 100)]
+SCENARIOS = [("threads", 1), ("threads", 8), ("tasks", 1), ("tasks", 100), ("baseline", 8)]
 
 
 def add_caller(url: URL) -> str:
@@ -124,6 +127,37 @@ def step_threads(base_url: str, key: str, spool: Path, threads: int, events: int
     return [value for part in samples for value in part], queued, delivered
 
 
+def baseline_threads(threads: int, events: int) -> Any:
+    """The same threads timing a pure-Python call of about a microsecond, with no tracker: what
+    the interpreter's lock alone adds when several threads run Python at once (a thread
+    switched out in the middle of a call waits for the others' turns, up to 5 ms each)."""
+    each = events // threads
+    samples: list[list[int]] = [[] for _ in range(threads)]
+    start = threading.Barrier(threads + 1)
+
+    def call(tag: str) -> tuple[str, datetime, str]:
+        moment = datetime.now(UTC)
+        return tag, moment, f"{id(moment):032x}"
+
+    def stepper(n: int) -> None:
+        out, clock = samples[n], time.perf_counter_ns
+        start.wait()
+        for i in range(each):
+            began = clock()
+            call(STEPS[i % len(STEPS)])
+            out.append(clock() - began)
+
+    workers = [threading.Thread(target=stepper, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    began = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - began
+    return [value for part in samples for value in part], elapsed, elapsed
+
+
 def step_tasks(base_url: str, key: str, spool: Path, tasks: int, events: int) -> Any:
     """The same with AsyncTracker: `tasks` tasks on one event loop, each yielding to the others
     after every step (as a task doing I/O between steps would)."""
@@ -160,7 +194,9 @@ def measure(args: argparse.Namespace) -> None:
     """One scenario, in this process; prints its figures as JSON."""
     kind, callers = args.measure.split(":")
     spool = Path(args.spool)
-    if kind == "tasks":
+    if kind == "baseline":
+        nanoseconds, queued, delivered = baseline_threads(int(callers), args.events)
+    elif kind == "tasks":
         nanoseconds, queued, delivered = step_tasks(
             args.url, args.key, spool, int(callers), args.events
         )
@@ -272,13 +308,20 @@ def main() -> None:
             for round_number in range(1, args.rounds + 1):
                 for kind, callers in SCENARIOS:
                     for label, source in sources:
-                        if kind == "tasks" and not _has_async(source):
+                        if (kind == "tasks" and not _has_async(source)) or (
+                            kind == "baseline" and source is not None
+                        ):
                             continue
                         spool = Path(scratch) / f"spool-{uuid.uuid4().hex[:6]}.sqlite3"
+                        # The baseline's calls cost a third of a step's: ten times as many
+                        # keep it running about as long.
+                        calls = args.events * (10 if kind == "baseline" else 1)
                         figures = run_child(
-                            (kind, callers), source, server.base_url, key, spool, args.events
+                            (kind, callers), source, server.base_url, key, spool, calls
                         )
                         name = f"{callers} {kind[:-1] if callers == 1 else kind}, {label}"
+                        if kind == "baseline":
+                            name = f"{callers} threads, no tracker"
                         print(f"round {round_number}" + describe(name, figures), flush=True)
             sync_rate(server.base_url, key, Path(scratch) / "sync.sqlite3", args.sync_events)
 
