@@ -209,7 +209,7 @@ class AsyncTracker(core.Closable):
             await self._courier.keep(entries(events))
         await self._transport.aclose()
         if self.spool is not None:
-            self.spool.close()
+            await asyncio.to_thread(self.spool.close)
         core.open_trackers.discard(self)
         return delivered
 
