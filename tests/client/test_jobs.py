@@ -16,7 +16,7 @@ from tests.client.support import (
     server_events,
     server_job,
 )
-from trackerapi import AsyncTracker, EventRejected, Rejection, Tracker
+from trackerapi import AsyncTracker, EventRejected, Rejection, Tracker, TrackerError
 
 TAGS = [tag for tag, _, _ in PIPELINE_STEPS]
 
@@ -162,5 +162,25 @@ def test_a_naive_occurred_at_is_refused_in_the_caller_and_nothing_is_queued(
             await async_tracker.job_handle(job_id()).error("failed", occurred_at=naive)
         assert not async_tracker._batches.items
         await async_tracker.aclose(timeout=0)
+
+    asyncio.run(reported())
+
+
+@pytest.mark.parametrize("mode", ["background", "sync"])
+def test_a_closed_tracker_says_so_rather_than_lose_an_event(spool_file: Path, mode: str) -> None:
+    tracker = Tracker("key", "http://127.0.0.1:1", mode=mode, spool=spool_file)  # type: ignore[arg-type]
+    job = tracker.job_handle(job_id())
+    tracker.close(timeout=0)
+    with pytest.raises(TrackerError, match="closed"):
+        job.step(TAGS[0])
+    with pytest.raises(TrackerError, match="closed"):
+        tracker.flush()
+
+    async def reported() -> None:
+        async_tracker = AsyncTracker("key", "http://127.0.0.1:1", mode=mode, spool=spool_file)  # type: ignore[arg-type]
+        async_job = async_tracker.job_handle(job_id())
+        await async_tracker.aclose(timeout=0)
+        with pytest.raises(TrackerError, match="closed"):
+            await async_job.info("late")
 
     asyncio.run(reported())

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import httpx
 
 from trackerapi import core
-from trackerapi.core import JSON_HEADERS, ConfigSource, JobView, Mode, Settings
+from trackerapi.core import CLOSED, JSON_HEADERS, ConfigSource, JobView, Mode, Settings
 from trackerapi.courier import AsyncCourier, Courier, ErrorCallback
 from trackerapi.errors import ApiError, EventRejected, TrackerError, TrackerUnavailable
 from trackerapi.models import Event, EventKind, JobState, PushOutcome
@@ -135,22 +135,19 @@ class AsyncTracker(core.Closable):
 
     # Sending ------------------------------------------------------------------------------------
 
-    def _sender(self) -> AsyncWorker | None:
-        """The sender of the running loop (started at first use); None once closed."""
+    def _sender(self) -> AsyncWorker:
+        """The sender of the running loop (started at first use)."""
         worker = self._worker
         if worker is not None and worker.loop is asyncio.get_running_loop():
             return worker
         if self._closed:
-            return None
+            raise TrackerError(CLOSED)
         self._worker = AsyncWorker(self._courier, self._batches)
         return self._worker
 
     async def _drain(self) -> bool:
         """The queue and the spool, delivered in order (the sender's work, awaited)."""
-        worker = self._sender()
-        if worker is None:
-            return await self._courier.drain()
-        return await worker.flush(None)
+        return await self._sender().flush(None)
 
     async def _send_now(self, event: Event, *, job_id: int | None) -> dict[str, Any] | None:
         """As Tracker._send_now, awaited."""
@@ -180,11 +177,7 @@ class AsyncTracker(core.Closable):
         """Deliver everything queued so far, and what waits in the spool. True when all of it
         reached the API within `timeout`; False when some waits in the spool (with
         `strict=True`, TrackerUnavailable instead)."""
-        worker = self._sender()
-        if worker is not None:
-            delivered = await worker.flush(timeout)
-        else:
-            delivered = await self._courier.drain()
+        delivered = await self._sender().flush(timeout)
         if not delivered:
             core.raise_if_strict(self.settings, "not everything was delivered: the rest is spooled")
         return delivered
@@ -197,12 +190,11 @@ class AsyncTracker(core.Closable):
         wait = self.exit_timeout if timeout is None else timeout
         worker = self._sender()
         self._closed = True
-        delivered = False
-        if worker is not None:
-            delivered = await worker.flush(wait, stop=True)
-            if not worker.task.done():
-                worker.task.cancel()
-                await asyncio.gather(worker.task, return_exceptions=True)
+        self._worker = None
+        delivered = await worker.flush(wait, stop=True)
+        if not worker.task.done():
+            worker.task.cancel()
+            await asyncio.gather(worker.task, return_exceptions=True)
         if self._batches.items:
             # Not delivered in time: what is still queued waits in the spool.
             events, _ = self._batches.take_all()
@@ -218,6 +210,7 @@ class AsyncTracker(core.Closable):
         tracker): deliver the queue and the spool with a blocking transport, within
         `exit_timeout`, and spool what is left."""
         self._closed = True
+        self._worker = None
         events, _ = self._batches.take_all()
         budget = self.exit_timeout
         policy = RetryPolicy(deadline=budget, max_backoff=min(8.0, budget / 4 or 0.01))
@@ -314,12 +307,10 @@ class AsyncJob(JobView):
         )
         tracker = self.tracker
         if self.mode == "background":
-            worker = tracker._sender()
-            if worker is not None:
-                await worker.put(event)
-            else:  # closed: deliver it now instead
-                await tracker._send_now(event, job_id=None)
+            await tracker._sender().put(event)
             return event
+        if tracker._closed:
+            raise TrackerError(CLOSED)
         answer = await tracker._send_now(event, job_id=self.id)
         if answer is not None:
             self.state = JobState.model_validate(answer["job"])

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import httpx
 
 from trackerapi import core
-from trackerapi.core import JSON_HEADERS, ConfigSource, JobView, Mode, Settings
+from trackerapi.core import CLOSED, JSON_HEADERS, ConfigSource, JobView, Mode, Settings
 from trackerapi.courier import Courier, ErrorCallback
 from trackerapi.errors import ApiError, EventRejected, TrackerError, TrackerUnavailable
 from trackerapi.models import Event, EventKind, JobState, PushOutcome
@@ -137,15 +137,12 @@ class Tracker(core.Closable):
         worker = self._worker
         if worker is None or self._worker_pid != os.getpid():
             worker = self._start_worker()
-            if worker is None:  # closed: deliver it now instead
-                self._send_now(event, job_id=None)
-                return
         worker.put(event)
 
-    def _start_worker(self) -> Worker | None:
+    def _start_worker(self) -> Worker:
         with self._lock:
             if self._closed:
-                return None
+                raise TrackerError(CLOSED)
             # A forked child inherits the queue but not the thread: it starts its own.
             if self._worker is None or self._worker_pid != os.getpid():
                 self._worker = Worker(self._courier, self.settings.batches())
@@ -181,8 +178,10 @@ class Tracker(core.Closable):
         """Deliver everything queued so far, and what waits in the spool. True when all of it
         reached the API within `timeout`; False when some waits in the spool (with
         `strict=True`, TrackerUnavailable instead)."""
+        if self._closed:
+            raise TrackerError(CLOSED)
         worker = self._worker
-        if worker is not None and self._worker_pid == os.getpid() and not self._closed:
+        if worker is not None and self._worker_pid == os.getpid():
             delivered = worker.flush(timeout)
         else:
             delivered = self._courier.drain()
@@ -199,7 +198,8 @@ class Tracker(core.Closable):
                 return True
             self._closed = True
         wait = self.exit_timeout if timeout is None else timeout
-        worker = self._worker
+        # From now on an event is delivered by its caller (Job._report), not queued.
+        worker, self._worker = self._worker, None
         if worker is not None and self._worker_pid == os.getpid():
             delivered = worker.stop(wait)
         else:
@@ -277,6 +277,8 @@ class Job(JobView):
         )
         if self.mode == "background":
             self.tracker._enqueue(event)
+        elif self.tracker._closed:
+            raise TrackerError(CLOSED)
         else:
             answer = self.tracker._send_now(event, job_id=self.id)
             if answer is not None:

@@ -179,6 +179,8 @@ class Worker:
             try:
                 delivered = self._send(batch, flushing=bool(markers))
             except Exception:
+                if self._stopping:  # closed under it: the batch was spooled before it was sent
+                    return
                 # The thread must outlive anything (a full disk, a locked spool, a bug): a dead
                 # sender would block every caller. The batch is held and sent with the next one.
                 logger.exception("the trackerapi sender failed; %d events are held", len(batch))
