@@ -39,6 +39,7 @@ from trackerapi import (
     StepConfig,
     TrackerUnavailable,
 )
+from trackerapi.core import Mode
 
 TAGS = [tag for tag, _, _ in PIPELINE_STEPS]
 
@@ -49,14 +50,11 @@ def job_id() -> str:
 
 @pytest.mark.parametrize("mode", ["background", "sync"])
 def test_an_async_job_block_reports_its_steps_and_follows_the_servers_state(
-    api_server: ApiServer, account: Account, spool_file: Path, mode: str
+    api_server: ApiServer, account: Account, spool_file: Path, mode: Mode
 ) -> None:
     async def pipeline() -> Any:
         async with AsyncTracker(
-            account.api_key,
-            api_server.base_url,
-            mode=mode,
-            spool=spool_file,  # type: ignore[arg-type]
+            account.api_key, api_server.base_url, mode=mode, spool=spool_file
         ) as tracker:
             async with tracker.job(job_id(), tag=account.tag) as job:
                 assert job.status == "pending"
