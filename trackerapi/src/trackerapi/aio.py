@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Generator
 from datetime import datetime
 from pathlib import Path
@@ -219,12 +220,17 @@ class AsyncTracker(core.Closable):
             **self.settings.http(timeout=min(self.settings.timeout, budget), retry=policy),
         )
         courier = Courier(transport, self.spool, **self.settings.delivery)
+        # However many batches are left, no retry starts after the budget.
+        deadline = threading.Timer(budget, transport.cancelled.set)
+        deadline.daemon = True
+        deadline.start()
         try:
             if events:
                 courier.deliver(entries(events))
             elif courier.pending():
                 courier.drain()
         finally:
+            deadline.cancel()
             transport.close()
             if self.spool is not None:
                 self.spool.close()
