@@ -299,6 +299,12 @@ def seed_webhooks(session: Session, *, admin: User) -> int:
     return 1
 
 
+def _seed_scopes(user: User) -> list[Scope]:
+    """Ingest and read; an admin's key may push configurations too (`trackerapi configs push`)."""
+    scopes = [Scope.INGEST, Scope.READ]
+    return [*scopes, Scope.CONFIGURE] if user.is_admin else scopes
+
+
 def seed_api_keys(session: Session, users: dict[str, User]) -> dict[str, str]:
     """One key per seeded user; answers the plaintext of the keys made now (shown only once)."""
     created = {}
@@ -310,7 +316,7 @@ def seed_api_keys(session: Session, users: dict[str, User]) -> dict[str, str]:
             _, plaintext = api_key_service.create_api_key(
                 session,
                 caller=Caller(user=user),
-                key_in=ApiKeyCreate(name=SEED_KEY_NAME, scopes=[Scope.INGEST, Scope.READ]),
+                key_in=ApiKeyCreate(name=SEED_KEY_NAME, scopes=_seed_scopes(user)),
             )
             created[email] = plaintext
     return created

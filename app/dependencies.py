@@ -236,6 +236,15 @@ def get_admin_user(caller: Annotated[Caller, Depends(get_current_user_from_token
     return caller
 
 
+async def get_configurer(
+    caller: Annotated[Caller, Depends(require_scope(Scope.CONFIGURE))],
+) -> Caller:
+    """An admin, by session or token, or by an API key with the `configure` scope (its owner
+    still an admin: a key never does more than its owner may)."""
+    require_admin(caller)
+    return caller
+
+
 # Account management needs a session (a leaked script key must not mint keys or users).
 CurrentUser = Annotated[Caller, Depends(get_current_user_from_token)]
 OptionalUser = Annotated[Caller | None, Depends(get_optional_user_from_token)]
@@ -244,6 +253,8 @@ ApiKeyUser = Annotated[Caller, Depends(get_user_from_api_key)]
 # Data routes accept a session or an API key with the right scope.
 Reader = Annotated[Caller, Depends(require_scope(Scope.READ))]
 Ingester = Annotated[Caller, Depends(require_scope(Scope.INGEST))]
+# Job configuration writes: an admin, or an admin's key with the `configure` scope.
+Configurer = Annotated[Caller, Depends(get_configurer)]
 
 
 async def get_client_address(request: Request) -> str:

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 class Scope(enum.StrEnum):
     INGEST = "ingest"
     READ = "read"
+    # Job configuration writes, for an admin's key only (CI pushing a pipeline's steps).
+    CONFIGURE = "configure"
 
 
 class ApiKey(IdMixin, Base):

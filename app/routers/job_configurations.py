@@ -2,7 +2,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.dependencies import AdminUser, Cursor, Limit, Reader, SessionDep
+from app.dependencies import Configurer, Cursor, Limit, Reader, SessionDep
 from app.internal.pagination import DEFAULT_LIMIT
 from app.models import JobConfiguration
 from app.schemas.error import error_responses
@@ -61,7 +61,7 @@ def _page(items: list[JobConfiguration], next_cursor: str | None) -> Page[JobCon
     },
 )
 def create_job_configuration(
-    session: SessionDep, caller: AdminUser, response: Response, config_in: JobConfigurationCreate
+    session: SessionDep, caller: Configurer, response: Response, config_in: JobConfigurationCreate
 ) -> JobConfigurationPublic:
     """Create a configuration, or its next version if the content changed (admin)."""
     configuration, created = job_configurations.create_configuration(session, config_in=config_in)
@@ -72,7 +72,7 @@ def create_job_configuration(
 
 @router.put("", response_model=list[JobConfigurationUpserted], responses=error_responses(400, 409))
 def upsert_job_configurations(
-    session: SessionDep, caller: AdminUser, file_in: JobConfigurationFile
+    session: SessionDep, caller: Configurer, file_in: JobConfigurationFile
 ) -> list[JobConfigurationUpserted]:
     """Create or version every configuration of a file, all or nothing (admin)."""
     outcomes = job_configurations.upsert_configurations(

@@ -16,7 +16,7 @@ def _unique(scopes: list[Scope]) -> list[Scope]:
 
 Scopes = Annotated[
     list[Scope],
-    Field(min_length=1, max_length=2, json_schema_extra={"uniqueItems": True}),
+    Field(min_length=1, max_length=len(Scope), json_schema_extra={"uniqueItems": True}),
     AfterValidator(_unique),
 ]
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, joinedload
 from app.internal import api_key_format
 from app.internal.errors import InvalidInput, NotFound, Unauthorized
 from app.internal.pagination import keyset_page
-from app.models import ApiKey, Customer, User
+from app.models import ApiKey, Customer, Scope, User
 from app.schemas.api_key import ApiKeyCreate
 from app.services.access import Caller
 from config import config
@@ -23,6 +23,8 @@ def create_api_key(session: Session, *, caller: Caller, key_in: ApiKeyCreate) ->
     """A new key for the caller; answers the key and its plaintext (never stored)."""
     if key_in.expires_at is not None and key_in.expires_at <= datetime.now(UTC):
         raise InvalidInput("expires_at must be in the future")
+    if Scope.CONFIGURE in key_in.scopes and not caller.is_admin:
+        raise InvalidInput("the 'configure' scope is for administrators' keys only")
     plaintext = api_key_format.generate_api_key()
     api_key = ApiKey(
         user_id=caller.user.id,

@@ -18,11 +18,10 @@ from typing import Any
 
 import httpx
 
-from app.models import Role
+from app.models import Role, Scope
 from config import config
 from root import ROOT_DIR
 from tests.helpers.factories import (
-    PASSWORD,
     create_api_key,
     create_configuration,
     create_user,
@@ -232,13 +231,15 @@ class FaultProxy:
 
 @dataclass
 class Account:
-    """A client user of a customer with an API key, an admin who may push configurations, and
-    the 20-step pipeline configuration; all committed for the server to see."""
+    """A client user of a customer with an API key, an admin with a key that may not push
+    configurations and one that may (`configure`), and the 20-step pipeline configuration; all
+    committed for the server to see."""
 
     api_key: str
     customer_id: int
     admin_email: str
     admin_key: str
+    configure_key: str
     tag: str
 
     def reader(self, base_url: str) -> httpx.Client:
@@ -256,13 +257,11 @@ def create_account() -> Account:
             customer_id=client.customer_id or 0,
             admin_email=admin.email,
             admin_key=create_api_key(session, admin),
+            configure_key=create_api_key(session, admin, scopes=(Scope.CONFIGURE,)),
             tag=configuration.tag,
         )
         session.commit()
     return account
-
-
-ADMIN_PASSWORD = PASSWORD
 
 
 def spool_path(directory: Path) -> Path:

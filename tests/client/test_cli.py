@@ -16,7 +16,6 @@ from tests.client.support import (
     run_cli,
     server_events,
 )
-from tests.helpers.factories import PASSWORD
 from trackerapi import ApiError, JobConfig, StepConfig, Tracker
 
 TAGS = [tag for tag, _, _ in PIPELINE_STEPS]
@@ -92,13 +91,7 @@ def test_configs_push_answers_created_unchanged_and_new_version(
     api_server: ApiServer, account: Account, tmp_path: Path
 ) -> None:
     tag = f"push-{uuid.uuid4().hex[:8]}"
-    tracker = Tracker(
-        account.api_key,
-        api_server.base_url,
-        spool=False,
-        email=account.admin_email,
-        password=PASSWORD,
-    )
+    tracker = Tracker(account.configure_key, api_server.base_url, spool=False)
     model = JobConfig(
         tag=tag, name="Push", steps=[StepConfig(tag="a", name="A", points=2, cost=Decimal("1.25"))]
     )
@@ -112,11 +105,7 @@ def test_configs_push_answers_created_unchanged_and_new_version(
         "      - {tag: a, name: A, points: 2, cost: '1.25'}\n"
         "      - {tag: b, name: B, points: 1, cost: 0}\n"
     )
-    env = {
-        "TRACKER_URL": api_server.base_url,
-        "TRACKER_EMAIL": account.admin_email,
-        "TRACKER_PASSWORD": PASSWORD,
-    }
+    env = {"TRACKER_URL": api_server.base_url, "TRACKER_API_KEY": account.configure_key}
     pushed = run_cli("configs", "push", str(yaml_file), env=env)
     assert pushed.returncode == 0, pushed.stderr
     assert pushed.stdout.strip() == f"{tag} v2: new_version"
@@ -144,15 +133,15 @@ def test_configs_push_answers_created_unchanged_and_new_version(
     invalid = run_cli("configs", "push", str(bad), env=env)
     assert invalid.returncode == 2
     assert "job_configs.0.tag" in invalid.stderr
-    wrong = run_cli("configs", "push", str(json_file), env={**env, "TRACKER_PASSWORD": "wrong-one"})
-    assert wrong.returncode == 1
-    with pytest.raises(ApiError) as refused:
-        Tracker(
-            account.api_key,
-            api_server.base_url,
-            spool=False,
-            email=account.admin_email,
-            password="wrong-one",
-        ).configs.push(model)
-    assert refused.value.status_code == 401
+    # An admin's key without the scope, and a client's key, are refused (and not retried).
+    for key in (account.admin_key, account.api_key):
+        refused = run_cli("configs", "push", str(json_file), env={**env, "TRACKER_API_KEY": key})
+        assert refused.returncode == 1
+        assert "lacks the 'configure' scope" in refused.stderr
+    with pytest.raises(ApiError) as caught:
+        Tracker(account.admin_key, api_server.base_url, spool=False).configs.push(model)
+    assert caught.value.status_code == 403
+    missing = run_cli("configs", "push", str(json_file), env={"TRACKER_URL": api_server.base_url})
+    assert missing.returncode == 2
+    assert "no API key" in missing.stderr
     tracker.close()

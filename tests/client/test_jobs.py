@@ -1,6 +1,8 @@
 """The job block against the real API: lifecycle, exceptions, rejections and lost answers."""
 
+import asyncio
 import uuid
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from tests.client.support import (
     server_events,
     server_job,
 )
-from trackerapi import EventRejected, Rejection, Tracker
+from trackerapi import AsyncTracker, EventRejected, Rejection, Tracker, TrackerError
 
 TAGS = [tag for tag, _, _ in PIPELINE_STEPS]
 
@@ -138,3 +140,47 @@ def test_a_lost_answer_is_retried_with_the_same_ids_and_stored_once(
         tracker.close()
     finally:
         proxy.close()
+
+
+def test_a_naive_occurred_at_is_refused_in_the_caller_and_nothing_is_queued(
+    spool_file: Path,
+) -> None:
+    naive = datetime(2026, 12, 7, 9, 30)
+    tracker = Tracker("key", "http://127.0.0.1:1", spool=spool_file, linger=600)
+    job = tracker.job_handle(job_id())
+    with pytest.raises(ValueError, match="occurred_at must be timezone-aware"):
+        job.step(TAGS[0], occurred_at=naive)
+    aware = job.step(TAGS[0], occurred_at=naive.replace(tzinfo=timezone(timedelta(hours=2))))
+    assert aware.content.count("+02:00") == 1
+    assert tracker._worker is not None
+    assert list(tracker._worker.batches.items) == [aware]
+    tracker.close(timeout=0)
+
+    async def reported() -> None:
+        async_tracker = AsyncTracker("key", "http://127.0.0.1:1", spool=spool_file, linger=600)
+        with pytest.raises(ValueError, match="occurred_at must be timezone-aware"):
+            await async_tracker.job_handle(job_id()).error("failed", occurred_at=naive)
+        assert not async_tracker._batches.items
+        await async_tracker.aclose(timeout=0)
+
+    asyncio.run(reported())
+
+
+@pytest.mark.parametrize("mode", ["background", "sync"])
+def test_a_closed_tracker_says_so_rather_than_lose_an_event(spool_file: Path, mode: str) -> None:
+    tracker = Tracker("key", "http://127.0.0.1:1", mode=mode, spool=spool_file)  # type: ignore[arg-type]
+    job = tracker.job_handle(job_id())
+    tracker.close(timeout=0)
+    with pytest.raises(TrackerError, match="closed"):
+        job.step(TAGS[0])
+    with pytest.raises(TrackerError, match="closed"):
+        tracker.flush()
+
+    async def reported() -> None:
+        async_tracker = AsyncTracker("key", "http://127.0.0.1:1", mode=mode, spool=spool_file)  # type: ignore[arg-type]
+        async_job = async_tracker.job_handle(job_id())
+        await async_tracker.aclose(timeout=0)
+        with pytest.raises(TrackerError, match="closed"):
+            await async_job.info("late")
+
+    asyncio.run(reported())

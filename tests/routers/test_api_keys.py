@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.internal import api_key_format
-from app.models import ApiKey, Scope, User
+from app.models import ApiKey, Role, Scope, User
 from config import config
 from tests.helpers.capture import captured_statements
 from tests.helpers.factories import (
@@ -112,9 +112,34 @@ def test_a_key_cannot_be_born_expired(client: TestClient, db: Session) -> None:
     assert db.scalars(select(ApiKey).where(ApiKey.user_id == user.id)).all() == []
 
 
-def test_account_routes_refuse_api_keys(client: TestClient, db: Session) -> None:
+def test_a_clients_key_cannot_hold_the_configure_scope(client: TestClient, db: Session) -> None:
     user = create_user(db)
-    key = create_api_key(db, user)
+    response = client.post(
+        "/api-keys",
+        json=_new_key(scopes=["ingest", "configure"]),
+        headers=bearer_token(client, user),
+    )
+    assert response.status_code == 422
+    assert response.json() == {"detail": "the 'configure' scope is for administrators' keys only"}
+    assert db.scalars(select(ApiKey).where(ApiKey.user_id == user.id)).all() == []
+
+
+def test_an_admins_key_may_hold_every_scope(client: TestClient, db: Session) -> None:
+    admin = create_admin(db)
+    scopes = ["ingest", "read", "configure"]
+    response = client.post(
+        "/api-keys", json=_new_key(scopes=scopes), headers=bearer_token(client, admin)
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["scopes"] == scopes
+    assert _key_row(db, response.json()["key"]).scopes == [Scope(scope) for scope in scopes]
+
+
+@pytest.mark.parametrize("role", [Role.CLIENT, Role.ADMIN])
+def test_account_routes_refuse_api_keys(client: TestClient, db: Session, role: Role) -> None:
+    user = create_user(db, role=role)
+    scopes = (Scope.INGEST, Scope.READ, Scope.CONFIGURE) if role == Role.ADMIN else (Scope.READ,)
+    key = create_api_key(db, user, scopes=scopes)
     key_id = _key_row(db, key).id
     headers = {"X-API-Key": key}
     responses = [
@@ -122,8 +147,10 @@ def test_account_routes_refuse_api_keys(client: TestClient, db: Session) -> None
         client.get("/api-keys", headers=headers),
         client.get(f"/api-keys/{key_id}", headers=headers),
         client.delete(f"/api-keys/{key_id}", headers=headers),
+        client.post("/customers", json={"name": "by key"}, headers=headers),
+        client.patch(f"/users/{user.id}", json={"is_active": False}, headers=headers),
     ]
-    assert [response.status_code for response in responses] == [403] * 4
+    assert [response.status_code for response in responses] == [403] * 6
     assert len(db.scalars(select(ApiKey).where(ApiKey.user_id == user.id)).all()) == 1
     assert _me_with(client, key).status_code == 200
 

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 import seed
 from app.models import (
+    ApiKey,
     Event,
     EventKind,
     Job,
@@ -15,13 +16,14 @@ from app.models import (
     JobStatus,
     JobStepCompletion,
     JobStepError,
+    Scope,
 )
 from app.schemas.event import EventCreate
 from app.schemas.job import JobCreate
 from app.services import events as event_service
 from app.services import jobs as job_service
 from app.services.access import Caller
-from tests.helpers.factories import create_admin
+from tests.helpers.factories import create_admin, create_user
 
 COMPARED = [
     "status",
@@ -118,3 +120,18 @@ def test_bulk_jobs_match_what_the_services_make_of_the_same_events(db: Session) 
             for (job_id, step_id), counted in step_errors.items()
             if job_id == bulk.id
         }
+
+
+def test_the_seeded_admins_key_may_push_configurations_and_a_clients_may_not(
+    db: Session,
+) -> None:
+    admin, client = create_admin(db), create_user(db)
+    seed.seed_api_keys(db, {admin.email: admin, client.email: client})
+    scopes = {
+        key.user_id: key.scopes
+        for key in db.scalars(select(ApiKey).where(ApiKey.user_id.in_([admin.id, client.id])))
+    }
+    assert scopes == {
+        admin.id: [Scope.INGEST, Scope.READ, Scope.CONFIGURE],
+        client.id: [Scope.INGEST, Scope.READ],
+    }

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from trackerapi.client import Tracker
+from trackerapi.core import config_schema
 from trackerapi.errors import ApiError, ConfigurationError, TrackerUnavailable
 from trackerapi.models import Event
 from trackerapi.transport import RetryPolicy
@@ -49,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
 
     configs = commands.add_parser("configs", help="job configurations")
     config_actions = configs.add_subparsers(dest="action", required=True)
-    push = config_actions.add_parser("push", help="create or version a file's configurations")
+    push = config_actions.add_parser(
+        "push", help="create or version a file's configurations (an admin's key, `configure` scope)"
+    )
     push.add_argument("file", help="JSON, or YAML when it ends .yaml/.yml")
     config_actions.add_parser("schema", help="print the file format's JSON Schema")
 
@@ -75,9 +78,7 @@ def _json_object(text: str) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "configs" and args.action == "schema":
-        from trackerapi.client import Configs
-
-        print(json.dumps(Configs.schema(), indent=2))
+        print(json.dumps(config_schema(), indent=2))
         return 0
     # The whole command, retries included, ends within --timeout.
     retry = RetryPolicy(deadline=args.timeout)
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(tracker: Tracker, args: argparse.Namespace) -> int:
-    if not tracker.api_key and args.command in {"job", "step", "error", "info", "flush"}:
+    if not tracker.api_key:
         return _fail("no API key: set TRACKER_API_KEY or pass --api-key", USAGE)
     if args.command == "job":
         job = tracker.job(args.job_id, tag=args.tag, customer_id=args.customer,

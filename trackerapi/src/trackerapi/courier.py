@@ -1,10 +1,16 @@
 """Delivery in order: what the spool holds goes first, then what is new; what the API refuses
 for good (its content: 400, 404, 409, 413, 422, or an item `rejected` in a batch) is reported
 item by item, never retried; what cannot reach it, or meets a 5xx, 401 or 403, waits in the
-spool."""
+spool.
+
+`Rules` holds every decision (what a group is, what its request is, what an answer means, when
+the API counts as down); `Courier` and `AsyncCourier` only carry them out, one blocking, one
+awaiting (with the SQLite spool's calls in a worker thread, off the event loop).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -12,10 +18,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpx
+
 from trackerapi.errors import ApiError, TrackerUnavailable
 from trackerapi.models import Rejection
 from trackerapi.spool import Entry, EntryKind, Spool
-from trackerapi.transport import RetryPolicy, Transport
+from trackerapi.transport import AsyncTransport, RetryPolicy, Transport
 
 logger = logging.getLogger("trackerapi")
 
@@ -26,36 +34,32 @@ SINGLE_TRY = RetryPolicy(attempts=1)
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 ErrorCallback = Callable[[Rejection], None]
+Entries = Sequence[tuple[EntryKind, str]]
 
 
-class Courier:
-    """Sends events and job creations through one Transport, with one Spool (or none)."""
+class Rules:
+    """The delivery rules and state both couriers share."""
 
     def __init__(
         self,
-        transport: Transport,
         spool: Spool | None,
         *,
+        base_url: str,
         on_error: ErrorCallback | None,
         max_batch: int,
         max_batch_bytes: int,
         key: str,
     ) -> None:
-        self.transport = transport
+        self.base_url = base_url
         # Entries are spooled under the key's id: only a client with the same key sends them.
         self.key = key
         self.spool = spool
         self.on_error = on_error
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
-        self._drain_lock = threading.Lock()
         self._down_until = 0.0
         # Whether anything is known to wait in the spool (checked in the file once, at first use).
         self._spooled: bool | None = None
-
-    @property
-    def base_url(self) -> str:
-        return self.transport.base_url
 
     @property
     def in_outage(self) -> bool:
@@ -68,6 +72,9 @@ class Courier:
     def mark_down(self, error: TrackerUnavailable) -> None:
         self._down_until = time.monotonic() + OUTAGE_SECONDS
         logger.warning("the tracker API is unavailable: %s", error)
+
+    def mark_up(self) -> None:
+        self._down_until = 0.0
 
     @staticmethod
     def unavailable(error: ApiError, *, batch: bool = False) -> TrackerUnavailable | None:
@@ -84,6 +91,69 @@ class Courier:
             return TrackerUnavailable(f"the API refused the key: {error}")
         return TrackerUnavailable(f"the API failed: {error}")
 
+    def next_group(self, entries: list[Entry]) -> list[Entry]:
+        """The leading job creation alone, or the leading events that fit in one batch."""
+        if not entries or entries[0].kind == "job":
+            return entries[:1]
+        group: list[Entry] = []
+        size = 0
+        for entry in entries:
+            size += len(entry.body) + 1
+            if entry.kind != "event" or (group and size > self.max_batch_bytes):
+                break
+            group.append(entry)
+        return group
+
+    @staticmethod
+    def request_for(group: Sequence[Entry]) -> tuple[str, bytes]:
+        """One job creation, or the events as one batch."""
+        if group[0].kind == "job":
+            return "/jobs", group[0].body.encode()
+        return "/events/batch", ('{"events":[' + ",".join(e.body for e in group) + "]}").encode()
+
+    def refused(self, group: Sequence[Entry], path: str, error: ApiError) -> None:
+        """A refusal of the group: reported item by item when it refuses the content, raised as
+        TrackerUnavailable (the group waits) when it says nothing about it."""
+        outage = self.unavailable(error, batch=path == "/events/batch")
+        if outage is not None:
+            raise outage from error
+        for entry in group:
+            self.report(entry.kind, entry.data(), error.detail)
+
+    def answered(self, group: Sequence[Entry], response: httpx.Response) -> None:
+        """A batch's items the API rejected, reported one by one."""
+        if group[0].kind == "job":
+            return
+        for result in response.json()["results"]:
+            if result["result"] == "rejected":
+                self.report("event", group[result["index"]].data(), result["reason"])
+
+    def lost(self, entries: Entries) -> None:
+        for kind, body in entries:
+            self.report(kind, json.loads(body), "the API is unreachable and no spool is set")
+
+    def report(self, kind: EntryKind, body: dict[str, Any], reason: str) -> None:
+        what = f"event {body.get('event_id')} of job {body.get('provider_job_id')}"
+        logger.warning("%s rejected: %s", what if kind == "event" else f"job {body}", reason)
+        if self.on_error is not None:
+            try:
+                self.on_error(Rejection(kind, body, reason))
+            except Exception:
+                logger.exception("the on_error callback raised")
+
+    def still_waiting(self, count: int) -> None:
+        assert self.spool is not None
+        logger.warning("%d entries wait in the spool %s", count, self.spool.path)
+
+
+class Courier(Rules):
+    """Sends events and job creations through one Transport, with one Spool (or none)."""
+
+    def __init__(self, transport: Transport, spool: Spool | None, **options: Any) -> None:
+        super().__init__(spool, base_url=transport.base_url, **options)
+        self.transport = transport
+        self._drain_lock = threading.Lock()
+
     def pending(self) -> bool:
         """Whether the spool holds anything for this API."""
         if self.spool is None:
@@ -92,17 +162,16 @@ class Courier:
             self._spooled = self.spool.count(self.base_url, self.key) > 0
         return self._spooled
 
-    def keep(self, entries: Sequence[tuple[EntryKind, str]]) -> bool:
+    def keep(self, entries: Entries) -> bool:
         """Put entries in the spool to be sent later; False when there is no spool (lost)."""
         if self.spool is None:
-            for kind, body in entries:
-                self._report(kind, json.loads(body), "the API is unreachable and no spool is set")
+            self.lost(entries)
             return False
         self.spool.append(self.base_url, self.key, entries)
         self._spooled = True
         return True
 
-    def deliver(self, entries: Sequence[tuple[EntryKind, str]], *, try_now: bool = True) -> bool:
+    def deliver(self, entries: Entries, *, try_now: bool = True) -> bool:
         """Send entries after whatever the spool already holds; True when nothing is left
         waiting. Through the spool, so a batch in flight survives the process dying."""
         if self.spool is None:
@@ -123,7 +192,7 @@ class Courier:
             return True
         with self._drain_lock:
             while True:
-                group = self._next_group(self.spool.head(self.base_url, self.key, self.max_batch))
+                group = self.next_group(self.spool.head(self.base_url, self.key, self.max_batch))
                 if not group:
                     self._spooled = False
                     return True
@@ -131,58 +200,101 @@ class Courier:
                     self._send(group, self.retry_policy())
                 except TrackerUnavailable as error:
                     self.mark_down(error)
-                    logger.warning(
-                        "%d entries wait in the spool %s",
-                        self.spool.count(self.base_url, self.key),
-                        self.spool.path,
-                    )
+                    self.still_waiting(self.spool.count(self.base_url, self.key))
                     return False
-                self._down_until = 0.0
+                self.mark_up()
                 self.spool.delete(group)
 
-    def _next_group(self, entries: list[Entry]) -> list[Entry]:
-        """The leading job creation alone, or the leading events that fit in one batch."""
-        if not entries or entries[0].kind == "job":
-            return entries[:1]
-        group: list[Entry] = []
-        size = 0
-        for entry in entries:
-            size += len(entry.body) + 1
-            if entry.kind != "event" or (group and size > self.max_batch_bytes):
-                break
-            group.append(entry)
-        return group
-
     def _send(self, group: Sequence[Entry], retry: RetryPolicy | None) -> None:
-        """Send one job creation, or events as one batch; refusals of the content are reported,
-        not raised; TrackerUnavailable when the group must wait."""
-        if group[0].kind == "job":
-            path, content = "/jobs", group[0].body.encode()
-        else:
-            path = "/events/batch"
-            content = ('{"events":[' + ",".join(entry.body for entry in group) + "]}").encode()
+        path, content = self.request_for(group)
         try:
             response = self.transport.request(
                 "POST", path, content=content, headers=JSON_HEADERS, retry=retry
             )
         except ApiError as error:
-            outage = self.unavailable(error, batch=path == "/events/batch")
-            if outage is not None:
-                raise outage from error
-            for entry in group:
-                self._report(entry.kind, entry.data(), error.detail)
+            self.refused(group, path, error)
             return
-        if group[0].kind == "job":
-            return
-        for result in response.json()["results"]:
-            if result["result"] == "rejected":
-                self._report("event", group[result["index"]].data(), result["reason"])
+        self.answered(group, response)
 
-    def _report(self, kind: EntryKind, body: dict[str, Any], reason: str) -> None:
-        what = f"event {body.get('event_id')} of job {body.get('provider_job_id')}"
-        logger.warning("%s rejected: %s", what if kind == "event" else f"job {body}", reason)
-        if self.on_error is not None:
+
+class AsyncCourier(Rules):
+    """The same delivery, awaited: HTTP through an AsyncTransport, the spool's SQLite calls in
+    a worker thread (asyncio.to_thread) so that the event loop never waits on the disk."""
+
+    def __init__(self, transport: AsyncTransport, spool: Spool | None, **options: Any) -> None:
+        super().__init__(spool, base_url=transport.base_url, **options)
+        self.transport = transport
+        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+    def _drain_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            self._locks = {loop: (lock := asyncio.Lock())}  # older loops' locks are done with
+        return lock
+
+    async def pending(self) -> bool:
+        if self.spool is None:
+            return False
+        if self._spooled is None:
+            count = await asyncio.to_thread(self.spool.count, self.base_url, self.key)
+            self._spooled = count > 0
+        return self._spooled
+
+    async def keep(self, entries: Entries) -> bool:
+        if self.spool is None:
+            self.lost(entries)
+            return False
+        await asyncio.to_thread(self.spool.append, self.base_url, self.key, entries)
+        self._spooled = True
+        return True
+
+    async def deliver(
+        self, entries: Entries, *, try_now: bool = True, kept: Callable[[], None] | None = None
+    ) -> bool:
+        """As Courier.deliver; `kept` is called once the entries are safe in the spool."""
+        if self.spool is None:
             try:
-                self.on_error(Rejection(kind, body, reason))
-            except Exception:
-                logger.exception("the on_error callback raised")
+                group = [Entry(0, kind, body) for kind, body in entries]
+                await self._send(group, self.retry_policy())
+            except TrackerUnavailable as error:
+                self.mark_down(error)
+                await self.keep(entries)
+                return False
+            return True
+        await self.keep(entries)
+        if kept is not None:
+            kept()
+        return await self.drain() if try_now else False
+
+    async def drain(self) -> bool:
+        spool = self.spool
+        if spool is None:
+            return True
+        async with self._drain_lock():
+            while True:
+                head = await asyncio.to_thread(spool.head, self.base_url, self.key, self.max_batch)
+                group = self.next_group(head)
+                if not group:
+                    self._spooled = False
+                    return True
+                try:
+                    await self._send(group, self.retry_policy())
+                except TrackerUnavailable as error:
+                    self.mark_down(error)
+                    count = await asyncio.to_thread(spool.count, self.base_url, self.key)
+                    self.still_waiting(count)
+                    return False
+                self.mark_up()
+                await asyncio.to_thread(spool.delete, group)
+
+    async def _send(self, group: Sequence[Entry], retry: RetryPolicy | None) -> None:
+        path, content = self.request_for(group)
+        try:
+            response = await self.transport.request(
+                "POST", path, content=content, headers=JSON_HEADERS, retry=retry
+            )
+        except ApiError as error:
+            self.refused(group, path, error)
+            return
+        self.answered(group, response)

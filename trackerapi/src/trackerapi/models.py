@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -129,30 +129,74 @@ class JobState(BaseModel):
     completed_at: datetime | None = None
 
 
-@dataclass(frozen=True)
 class Event:
     """One event as the client made it: its `event_id` and `occurred_at` are fixed here, once,
-    and sent unchanged on every retry and resend."""
+    and sent unchanged on every retry and resend.
 
-    provider_job_id: str
-    kind: EventKind
-    event_id: str
-    occurred_at: datetime
-    name: str | None = None
-    message: str | None = None
-    metadata: dict[str, Any] | None = None
-    # The batch item as sent, serialised here, in the caller's thread: changing `metadata`
-    # afterwards changes nothing, and a value JSON cannot hold raises at once, to the caller.
-    content: str = field(init=False, repr=False, compare=False)
+    Built in the caller's thread, so it does only what must happen there: the metadata is
+    serialised now (changing the dict afterwards changes nothing sent, and a value JSON cannot
+    hold raises TypeError to the caller) and a naive `occurred_at` is refused (ValueError); the
+    rest of the JSON is written by the sender, from values that cannot change."""
 
-    def __post_init__(self) -> None:
-        try:
-            content = json.dumps(self.body(), separators=(",", ":"), ensure_ascii=False)
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"the event's metadata must be JSON: {error}") from None
-        object.__setattr__(self, "content", content)
+    __slots__ = (
+        "_content",
+        "_metadata_json",
+        "event_id",
+        "kind",
+        "message",
+        "metadata",
+        "name",
+        "occurred_at",
+        "provider_job_id",
+    )  # fmt: skip
 
-    def body(self, *, with_job: bool = True) -> dict[str, Any]:
+    def __init__(
+        self,
+        *,
+        provider_job_id: str,
+        kind: EventKind,
+        event_id: str,
+        occurred_at: datetime,
+        name: str | None = None,
+        message: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if occurred_at.tzinfo is None or occurred_at.utcoffset() is None:
+            raise ValueError(
+                f"occurred_at must be timezone-aware, not the naive {occurred_at.isoformat()}: "
+                "a naive time names no instant (use datetime.now(timezone.utc), say)"
+            )
+        self.provider_job_id = provider_job_id
+        self.kind = kind
+        self.event_id = event_id
+        self.occurred_at = occurred_at
+        self.name = name
+        self.message = message
+        self.metadata = metadata
+        self._content: str | None = None
+        self._metadata_json: str | None = None
+        if metadata is not None:
+            try:
+                self._metadata_json = json.dumps(
+                    metadata, separators=(",", ":"), ensure_ascii=False
+                )
+            except (TypeError, ValueError) as error:
+                raise TypeError(f"the event's metadata must be JSON: {error}") from None
+
+    def __repr__(self) -> str:
+        return (
+            f"Event(kind={self.kind!r}, provider_job_id={self.provider_job_id!r}, "
+            f"name={self.name!r}, event_id={self.event_id!r})"
+        )
+
+    @property
+    def content(self) -> str:
+        """The batch item as sent (written once, by whoever asks first)."""
+        if self._content is None:
+            self._content = self.json(with_job=True)
+        return self._content
+
+    def json(self, *, with_job: bool) -> str:
         """The event as an item of `POST /events/batch` (`with_job`), or as the body of
         `POST /jobs/{id}/events`."""
         body: dict[str, Any] = {"provider_job_id": self.provider_job_id} if with_job else {}
@@ -163,9 +207,10 @@ class Event:
             body["name"] = self.name
         if self.message is not None:
             body["message"] = self.message
-        if self.metadata is not None:
-            body["metadata"] = self.metadata
-        return body
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        if self._metadata_json is None:
+            return text
+        return f'{text[:-1]},"metadata":{self._metadata_json}}}'
 
 
 @dataclass(frozen=True)

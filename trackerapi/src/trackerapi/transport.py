@@ -6,6 +6,7 @@ one whose answer was lost never counts anything twice."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import random
@@ -57,8 +58,68 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class Transport:
-    """One connection pool to the API (thread-safe), and the retry loop around every request."""
+class Attempts:
+    """The retry rule of one request, whichever transport makes it: after each try, either the
+    answer, a final refusal (ApiError), the wait before the next try, or the end of the budget
+    (TrackerUnavailable)."""
+
+    def __init__(self, policy: RetryPolicy, method: str, path: str) -> None:
+        self.policy = policy
+        self.method = method
+        self.path = path
+        self.give_up_at = time.monotonic() + policy.deadline
+        self.attempt = 0
+        self.reason = "no attempt made"
+
+    def timeout(self, configured: float) -> float:
+        """The HTTP timeout of the next try: never past the policy's deadline."""
+        self.attempt += 1
+        return max(0.1, min(configured, self.give_up_at - time.monotonic()))
+
+    def failed(self, error: Exception) -> float:
+        """After a connection error or timeout: the wait before the next try."""
+        self.reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        return self._next_wait(None)
+
+    def answered(self, response: httpx.Response) -> float | None:
+        """After an answer: None when it is the 2xx to return, else the wait before the next
+        try; raises ApiError for a refusal that is not retried."""
+        if response.status_code < 400:
+            return None
+        detail = _detail(response)
+        if response.status_code not in RETRY_STATUSES:
+            raise ApiError(response.status_code, detail, method=self.method, path=self.path)
+        self.reason = f"{response.status_code} {detail}"
+        return self._next_wait(parse_retry_after(response.headers.get("Retry-After")))
+
+    def _next_wait(self, retry_after: float | None) -> float:
+        if self.attempt >= self.policy.attempts:
+            raise self.exhausted()
+        delay = retry_after if retry_after is not None else self.policy.delay(self.attempt)
+        if time.monotonic() + delay > self.give_up_at:
+            self.reason += (
+                f" (a retry in {delay:.1f} s would pass the {self.policy.deadline:g} s deadline)"
+            )
+            raise TrackerUnavailable(
+                f"{self.method} {self.path}: {self.reason}", retry_after=retry_after
+            )
+        logger.info(
+            "%s %s failed (%s); retry %d in %.2f s",
+            self.method,
+            self.path,
+            self.reason,
+            self.attempt,
+            delay,
+            extra={"trackerapi_delay": delay, "trackerapi_retry_after": retry_after},
+        )
+        return delay
+
+    def exhausted(self) -> TrackerUnavailable:
+        return TrackerUnavailable(f"{self.method} {self.path}: {self.reason}")
+
+
+class _Http:
+    """What both transports share: the base URL, the key and the default policy."""
 
     def __init__(
         self,
@@ -69,21 +130,30 @@ class Transport:
         retry: RetryPolicy,
         user_agent: str,
     ) -> None:
-        headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        self.headers = {"User-Agent": user_agent, "Accept": "application/json"}
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retry = retry
-        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def credentials(self, headers: dict[str, str] | None) -> dict[str, str]:
+        # A request that brings its own token sends no key: the API refuses a key on the
+        # routes that take a token (accounts) rather than ignore it.
+        if not self._api_key or (headers and "Authorization" in headers):
+            return headers or {}
+        return {"X-API-Key": self._api_key, **(headers or {})}
+
+
+class Transport(_Http):
+    """One connection pool to the API (thread-safe), and the retry loop around every request."""
+
+    def __init__(self, base_url: str, **options: Any) -> None:
+        super().__init__(base_url, **options)
+        self._client = httpx.Client(
+            base_url=self.base_url, headers=self.headers, timeout=self.timeout
+        )
         # Set when the client is closing: waits between retries end at once.
         self.cancelled = threading.Event()
-
-    def _credentials(self, headers: dict[str, str] | None) -> dict[str, str]:
-        # A request that brings its own token sends no key: the API refuses a key on the
-        # routes that take a token (configurations, accounts) rather than ignore it.
-        if not self._api_key or (headers and "Authorization" in headers):
-            return {}
-        return {"X-API-Key": self._api_key}
 
     def request(
         self,
@@ -98,58 +168,82 @@ class Transport:
     ) -> httpx.Response:
         """The API's 2xx answer; raises ApiError for a refusal and TrackerUnavailable when the
         retries ran out (or would run past the policy's deadline)."""
-        policy = retry or self.retry
-        headers = {**self._credentials(headers), **(headers or {})}
-        give_up_at = time.monotonic() + policy.deadline
-        reason = "no attempt made"
-        for attempt in range(1, policy.attempts + 1):
-            if self.cancelled.is_set():
-                break
-            remaining = give_up_at - time.monotonic()
-            retry_after: float | None = None
+        attempts = Attempts(retry or self.retry, method, path)
+        headers = self.credentials(headers)
+        while not self.cancelled.is_set():
             try:
                 response = self._client.request(
-                    method,
-                    path,
-                    json=json,
-                    content=content,
-                    data=data,
-                    headers=headers,
-                    timeout=max(0.1, min(self.timeout, remaining)),
-                )
+                    method, path, json=json, content=content, data=data, headers=headers,
+                    timeout=attempts.timeout(self.timeout),
+                )  # fmt: skip
             except RETRY_ERRORS as error:
-                reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                delay = attempts.failed(error)
             else:
-                if response.status_code < 400:
+                wait = attempts.answered(response)
+                if wait is None:
                     return response
-                detail = _detail(response)
-                if response.status_code not in RETRY_STATUSES:
-                    raise ApiError(response.status_code, detail, method=method, path=path)
-                reason = f"{response.status_code} {detail}"
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if attempt == policy.attempts:
-                break
-            delay = retry_after if retry_after is not None else policy.delay(attempt)
-            if time.monotonic() + delay > give_up_at:
-                reason += (
-                    f" (a retry in {delay:.1f} s would pass the {policy.deadline:g} s deadline)"
-                )
-                raise TrackerUnavailable(f"{method} {path}: {reason}", retry_after=retry_after)
-            logger.info(
-                "%s %s failed (%s); retry %d in %.2f s",
-                method,
-                path,
-                reason,
-                attempt,
-                delay,
-                extra={"trackerapi_delay": delay, "trackerapi_retry_after": retry_after},
-            )
+                delay = wait
             if self.cancelled.wait(delay):
                 break
-        raise TrackerUnavailable(f"{method} {path}: {reason}")
+        raise attempts.exhausted()
 
     def close(self) -> None:
         self._client.close()
+
+
+class AsyncTransport(_Http):
+    """The same for asyncio: one httpx.AsyncClient per event loop, the same retry rule."""
+
+    def __init__(self, base_url: str, **options: Any) -> None:
+        super().__init__(base_url, **options)
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _client_for_loop(self) -> httpx.AsyncClient:
+        # A connection pool belongs to the loop that made it: a new loop (another asyncio.run)
+        # gets a new one.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url, headers=self.headers, timeout=self.timeout
+            )
+            self._loop = loop
+        return self._client
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        """As Transport.request, awaiting instead of blocking."""
+        client = self._client_for_loop()
+        attempts = Attempts(retry or self.retry, method, path)
+        headers = self.credentials(headers)
+        while True:
+            try:
+                response = await client.request(
+                    method, path, json=json, content=content, data=data, headers=headers,
+                    timeout=attempts.timeout(self.timeout),
+                )  # fmt: skip
+            except RETRY_ERRORS as error:
+                delay = attempts.failed(error)
+            else:
+                wait = attempts.answered(response)
+                if wait is None:
+                    return response
+                delay = wait
+            await asyncio.sleep(delay)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await client.aclose()
 
 
 def _detail(response: httpx.Response) -> str:

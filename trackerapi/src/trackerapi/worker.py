@@ -1,109 +1,186 @@
-"""The background sender: a bounded queue drained by one daemon thread into `POST /events/batch`.
+"""The background sender: events queued by the callers, sent in batches (`POST /events/batch`)
+by one daemon thread (`Worker`) or one asyncio task (`AsyncWorker`).
 
-The caller pays for building the event and one `queue.put`. The thread waits `linger` seconds
-after the first event of a batch for more to join it, so a burst leaves in few requests. A
-flush is a marker in the same queue: when the thread reaches it, everything queued before it
-has been delivered or spooled.
+The caller pays for building the event and one `deque.append`; the sender is woken only when it
+is idle, when a batch is full or when a flush asks, never once per event (a wake-up per event
+costs the caller a lock and the sender a thread switch, and made the caller's cost unsteady).
+Once awake, the sender waits `linger` seconds for more events to join the batch unless it is
+full already. A flush is a marker in the same queue: when the sender reaches it, everything
+queued before it has been delivered or spooled. `Batches` holds these rules for both senders.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import queue
 import threading
 import time
+from collections import deque
 
-from trackerapi.courier import Courier
+from trackerapi.courier import AsyncCourier, Courier
 from trackerapi.models import Event
 from trackerapi.spool import EntryKind
 
 logger = logging.getLogger("trackerapi")
 
 
-class _Flush:
-    def __init__(self) -> None:
+class Marker:
+    """A flush in the queue: `delivered` is set when the sender reaches it."""
+
+    delivered = False
+    stop = False
+
+
+class Batches:
+    """The queue between the callers and the sender, and how it is cut into batches."""
+
+    def __init__(self, *, max_queue: int, max_batch: int, linger: float) -> None:
+        self.items: deque[Event | Marker] = deque()
+        self.max_queue = max_queue
+        self.max_batch = max_batch
+        self.linger = linger
+        # Read by callers without a lock (one attribute read): the sender is waiting for work.
+        self.idle = True
+        self._markers = 0
+        self._markers_lock = threading.Lock()
+
+    def add(self, event: Event) -> bool:
+        """Queue an event; True when the sender must be woken for it."""
+        items = self.items
+        items.append(event)
+        return self.idle or len(items) >= self.max_batch
+
+    def full(self) -> bool:
+        return len(self.items) >= self.max_queue
+
+    def add_marker(self, marker: Marker) -> None:
+        with self._markers_lock:
+            self._markers += 1
+        self.items.append(marker)
+
+    def worth_lingering(self) -> bool:
+        """Whether to wait for more events: no flush asked, and room left in the batch."""
+        return not self._markers and len(self.items) < self.max_batch
+
+    def take(self) -> tuple[list[Event], list[Marker]]:
+        """The events at the head, up to a batch, and the flush marker that ends them, if any."""
+        events: list[Event] = []
+        markers: list[Marker] = []
+        items = self.items
+        while items and len(events) < self.max_batch:
+            item = items.popleft()
+            if isinstance(item, Marker):
+                with self._markers_lock:
+                    self._markers -= 1
+                markers.append(item)
+                break
+            events.append(item)
+        return events, markers
+
+    def put_back(self, events: list[Event]) -> None:
+        """Events taken but not sent (the sender was cancelled): first in line again."""
+        self.items.extendleft(reversed(events))
+
+    def take_all(self) -> tuple[list[Event], list[Marker]]:
+        events: list[Event] = []
+        markers: list[Marker] = []
+        while True:
+            some, found = self.take()
+            if not some and not found:
+                return events, markers
+            events += some
+            markers += found
+
+
+def entries(events: list[Event]) -> list[tuple[EntryKind, str]]:
+    return [("event", event.content) for event in events]
+
+
+class _ThreadMarker(Marker):
+    def __init__(self, *, stop: bool = False) -> None:
         self.done = threading.Event()
-        self.delivered = False
-
-
-class _Stop(_Flush):
-    pass
+        self.stop = stop
 
 
 class Worker:
-    def __init__(self, courier: Courier, *, max_queue: int, max_batch: int, linger: float) -> None:
+    def __init__(self, courier: Courier, batches: Batches) -> None:
         self.courier = courier
-        self.max_batch = max_batch
-        self.linger = linger
-        self.queue: queue.Queue[Event | _Flush] = queue.Queue(max_queue)
+        self.batches = batches
+        self._wake = threading.Event()
+        self._room = threading.Condition()
+        self._stopping = False
         # Events whose sending failed unexpectedly, sent again with the next batch.
         self._held: list[Event] = []
         self.thread = threading.Thread(target=self._run, name="trackerapi-sender", daemon=True)
         self.thread.start()
 
     def put(self, event: Event) -> None:
-        # A full queue makes the caller wait for room: slower, but nothing is dropped.
-        self.queue.put(event)
+        batches = self.batches
+        if batches.full():
+            # A full queue makes the caller wait for room: slower, but nothing is dropped.
+            with self._room:
+                while batches.full() and self.thread.is_alive():
+                    self._wake.set()
+                    self._room.wait(0.1)
+        if batches.add(event) and not self._wake.is_set():
+            self._wake.set()
 
     def flush(self, timeout: float | None) -> bool:
         """True when everything queued before the call was delivered within `timeout`."""
-        return self._wait(_Flush(), timeout)
+        marker = _ThreadMarker()
+        self.batches.add_marker(marker)
+        self._wake.set()
+        return marker.done.wait(timeout) and marker.delivered
 
     def stop(self, timeout: float) -> bool:
-        """Flush within `timeout`, then end the thread. Whatever could not be sent by then is
-        spooled (retries are cut short), so nothing queued is lost."""
-        started = time.monotonic()
-        delivered = self._wait(_Stop(), timeout)
-        if not self.thread.is_alive() and not self._held:
-            return delivered
+        """Flush within `timeout`, then end the thread; within `timeout` in all. Whatever could
+        not be sent by then is spooled (retries are cut short), so nothing queued is lost."""
+        give_up_at = time.monotonic() + timeout
+        marker = _ThreadMarker(stop=True)
+        self.batches.add_marker(marker)
+        self._wake.set()
+        if marker.done.wait(timeout) and not self._held:
+            return marker.delivered
+        self._stopping = True
         self.courier.transport.cancelled.set()
-        # The request in flight (if any) ends within the HTTP timeout; its batch is in the spool.
-        self.thread.join(max(0.0, timeout - (time.monotonic() - started)) + 1.0)
+        self._wake.set()
+        # The request in flight (if any) ends within its HTTP timeout; its batch is spooled.
+        self.thread.join(max(0.0, give_up_at - time.monotonic()))
         self._spool_the_rest()
         return False
 
-    def _wait(self, marker: _Flush, timeout: float | None) -> bool:
-        try:
-            self.queue.put(marker, timeout=timeout)
-        except queue.Full:
-            return False
-        return marker.done.wait(timeout) and marker.delivered
-
     def _spool_the_rest(self) -> None:
         left, self._held = self._held, []
-        while True:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, Event):
-                left.append(item)
-            else:
-                item.done.set()
+        events, markers = self.batches.take_all()
+        left += events
+        for marker in markers:
+            assert isinstance(marker, _ThreadMarker)
+            marker.done.set()
         if left:
-            self.courier.keep([("event", event.content) for event in left])
+            self.courier.keep(entries(left))
 
     def _run(self) -> None:
-        while True:
-            batch: list[Event] = []
-            markers: list[_Flush] = []
-            item = self.queue.get()
-            send_by = time.monotonic() + self.linger
-            while True:
-                if isinstance(item, _Flush):
-                    markers.append(item)
-                    break
-                batch.append(item)
-                if len(batch) >= self.max_batch:
-                    break
-                try:
-                    item = self.queue.get(timeout=max(0.0, send_by - time.monotonic()))
-                except queue.Empty:
-                    break
-            batch = self._held + batch
+        batches = self.batches
+        while not self._stopping:
+            batches.idle = True
+            if not batches.items:
+                self._wake.wait()
+            batches.idle = False
+            self._wake.clear()
+            if batches.worth_lingering():
+                self._wake.wait(batches.linger)
+                self._wake.clear()
+            events, markers = batches.take()
+            if self._room_wanted():
+                with self._room:
+                    self._room.notify_all()
+            batch = self._held + events
             try:
                 delivered = self._send(batch, flushing=bool(markers))
             except Exception:
+                if self._stopping:  # closed under it: the batch was spooled before it was sent
+                    return
                 # The thread must outlive anything (a full disk, a locked spool, a bug): a dead
                 # sender would block every caller. The batch is held and sent with the next one.
                 logger.exception("the trackerapi sender failed; %d events are held", len(batch))
@@ -112,14 +189,110 @@ class Worker:
             else:
                 self._held = []
             for marker in markers:
+                assert isinstance(marker, _ThreadMarker)
                 marker.delivered = delivered
                 marker.done.set()
-            if any(isinstance(marker, _Stop) for marker in markers):
+            if any(marker.stop for marker in markers):
                 return
 
+    def _room_wanted(self) -> bool:
+        return self.batches.max_queue - len(self.batches.items) <= self.batches.max_batch
+
     def _send(self, batch: list[Event], *, flushing: bool) -> bool:
-        entries: list[tuple[EntryKind, str]] = [("event", event.content) for event in batch]
-        if not entries:
-            return self.courier.drain()
+        if not batch:
+            return self.courier.drain() if flushing else True
         # During an outage only a flush tries the API; other batches just wait in the spool.
-        return self.courier.deliver(entries, try_now=flushing or not self.courier.in_outage)
+        return self.courier.deliver(entries(batch), try_now=flushing or not self.courier.in_outage)
+
+
+class _TaskMarker(Marker):
+    def __init__(self, *, stop: bool = False) -> None:
+        self.done = asyncio.get_running_loop().create_future()
+        self.stop = stop
+
+    def settle(self, delivered: bool) -> None:
+        self.delivered = delivered
+        if not self.done.done():
+            self.done.set_result(delivered)
+
+
+class AsyncWorker:
+    """The sender as a task of the event loop that started it; the same batches and delivery.
+    Callers never await the network: `put` appends and, when the sender must be woken, sets an
+    asyncio.Event; only a full queue makes them await (room)."""
+
+    def __init__(self, courier: AsyncCourier, batches: Batches) -> None:
+        self.courier = courier
+        self.batches = batches
+        self.loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        batches.idle = True
+        self.task = self.loop.create_task(self._run(), name="trackerapi-sender")
+
+    async def put(self, event: Event) -> None:
+        batches = self.batches
+        while batches.full():
+            self._wake.set()
+            self._room.clear()
+            await self._room.wait()
+        if batches.add(event) and not self._wake.is_set():
+            self._wake.set()
+
+    async def flush(self, timeout: float | None, *, stop: bool = False) -> bool:
+        marker = _TaskMarker(stop=stop)
+        self.batches.add_marker(marker)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(marker.done), timeout)
+        except asyncio.TimeoutError:
+            return False
+
+    async def _run(self) -> None:
+        batches = self.batches
+        events: list[Event] = []
+        try:
+            while True:
+                batches.idle = True
+                if not batches.items:
+                    await self._wake.wait()
+                batches.idle = False
+                self._wake.clear()
+                if batches.worth_lingering():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), batches.linger)
+                    self._wake.clear()
+                events, markers = batches.take()
+                self._room.set()
+                try:
+                    delivered = await self._send(events, flushing=bool(markers))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception(
+                        "the trackerapi sender failed; %d events are held", len(events)
+                    )
+                    batches.put_back(events)
+                    delivered = False
+                events = []
+                for marker in markers:
+                    assert isinstance(marker, _TaskMarker)
+                    marker.settle(delivered)
+                if any(marker.stop for marker in markers):
+                    return
+        except asyncio.CancelledError:
+            # The loop is ending (asyncio.run returned) or the tracker closing: what was taken
+            # but not spooled goes back in line, for the exit hook (or the next loop) to send.
+            batches.put_back(events)
+            batches.idle = True
+            raise
+
+    async def _send(self, taken: list[Event], *, flushing: bool) -> bool:
+        """Deliver what was taken; `taken` is emptied once it is in the spool, so that a
+        cancellation from then on puts nothing back (it would be spooled twice)."""
+        if not taken:
+            return await self.courier.drain() if flushing else True
+        courier = self.courier
+        return await courier.deliver(
+            entries(taken), try_now=flushing or not courier.in_outage, kept=taken.clear
+        )
