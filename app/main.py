@@ -4,6 +4,9 @@ Configuration happens here, at import: Mangum runs no startup hook with `lifespa
 Lambda instance imports this module once and then serves many requests.
 """
 
+# First: the collector stays off while the app and its libraries import (app.cold_start).
+from app import cold_start  # isort: split
+
 import logging
 from typing import Any
 
@@ -15,7 +18,7 @@ from fastapi.responses import JSONResponse
 from psycopg2 import errors as pg_errors
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from app import cold_start, snapstart
+from app import snapstart
 from app.entrypoint import LambdaHandler, run_sync_functions_inline
 from app.internal.errors import (
     Conflict,
