@@ -92,6 +92,10 @@ def clean_up_authentication(run: TaskRun) -> dict[str, int]:
                 limit=limit,
             )
         ),
+        # The release before encryption stores plain secrets while a deploy replaces it.
+        "webhook_secrets_encrypted": run.in_batches(
+            lambda session, limit: webhooks.encrypt_plain_secrets(session, limit=limit)
+        ),
     }
 
 
@@ -188,7 +192,8 @@ SCHEDULED_TASKS: dict[str, ScheduledTask] = {
         ScheduledTask(
             "auth_cleanup",
             "delete expired and revoked sessions, forget login failures past their window, "
-            "delete task runs older than TASK_RUN_RETENTION_DAYS",
+            "delete task runs older than TASK_RUN_RETENTION_DAYS, encrypt webhook signing "
+            "secrets stored in plain text",
             timedelta(minutes=5),
             clean_up_authentication,
         ),

@@ -131,8 +131,8 @@ def rotate_secret(
     endpoint = get_webhook(session, caller=caller, webhook_id=webhook_id, for_update=True)
     if endpoint.secret_encrypted is None:
         raise Conflict(
-            f"Webhook {webhook_id}'s secret is being encrypted: rotate it after the "
-            "reencrypt_webhook_secrets task has run"
+            f"Webhook {webhook_id}'s secret is being encrypted: rotate it after the next "
+            "auth_cleanup run (every 5 minutes)"
         )
     secret = generate_secret()
     overlap = timedelta(hours=config.settings.webhook_secret_overlap_hours)
@@ -142,6 +142,24 @@ def rotate_secret(
     session.flush()
     session.refresh(endpoint)
     return endpoint, secret
+
+
+def encrypt_plain_secrets(session: Session, *, limit: int) -> int:
+    """Encrypt up to `limit` secrets stored in plain text (by a release from before encryption,
+    still serving during a deploy) under the first key; answer how many. Reads only the
+    partial index of such endpoints, so it is cheap enough for a schedule."""
+    box = configured_secret_box()
+    endpoints = session.scalars(
+        select(WebhookEndpoint)
+        .where(WebhookEndpoint.unencrypted_secret.is_not(None))
+        .order_by(WebhookEndpoint.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for endpoint in endpoints:
+        _encrypt_plain(endpoint, box)
+    session.flush()
+    return len(endpoints)
 
 
 def reencrypt_secrets(session: Session, *, now: datetime, limit: int) -> int:
@@ -178,11 +196,16 @@ def reencrypt_secrets(session: Session, *, now: datetime, limit: int) -> int:
     return changed
 
 
+def _encrypt_plain(endpoint: WebhookEndpoint, box: SecretBox) -> None:
+    assert endpoint.unencrypted_secret is not None
+    endpoint.secret_encrypted = box.encrypt(endpoint.unencrypted_secret)
+    endpoint.unencrypted_secret = None
+
+
 def _reencrypt(endpoint: WebhookEndpoint, box: SecretBox, *, now: datetime) -> bool:
     changed = False
     if endpoint.unencrypted_secret is not None:
-        endpoint.secret_encrypted = box.encrypt(endpoint.unencrypted_secret)
-        endpoint.unencrypted_secret = None
+        _encrypt_plain(endpoint, box)
         changed = True
     elif endpoint.secret_encrypted is not None and not box.under_first_key(
         endpoint.secret_encrypted

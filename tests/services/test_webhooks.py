@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.internal.errors import NotFound
@@ -130,6 +130,38 @@ def test_the_task_moves_every_secret_to_the_first_key_and_encrypts_plain_ones(
     assert webhooks.signing_secrets(plain, now=NOW) == [plain_secret]
     assert plain.unencrypted_secret is None
     assert SecretBox([NEW_KEY]).under_first_key(plain.secret_encrypted or "")
+
+
+def test_auth_cleanup_encrypts_a_plain_secret_the_release_before_stored_and_reads_an_index(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = Caller(create_admin(db))
+    use_keys(monkeypatch, NEW_KEY, OLD_KEY)
+    encrypted = endpoint(db, admin, WebhookEventType.JOB_FAILED)
+    # Registered during a deploy by the release from before encryption.
+    plain_secret = generate_secret()
+    plain = WebhookEndpoint(url=URL, event_types=["job.failed"], unencrypted_secret=plain_secret)
+    db.add(plain)
+    db.flush()
+    before = db.get_one(WebhookEndpoint, encrypted).secret_encrypted
+
+    db.execute(text("SET LOCAL enable_seqscan = off"))
+    plan = "\n".join(
+        db.scalars(
+            text(
+                "EXPLAIN SELECT id FROM webhook_endpoints WHERE secret IS NOT NULL "
+                "ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED"
+            )
+        )
+    )
+    assert "Seq Scan" not in plan, plan
+    assert webhooks.encrypt_plain_secrets(db, limit=10) == 1
+    assert webhooks.encrypt_plain_secrets(db, limit=10) == 0
+    db.refresh(plain)
+    assert plain.unencrypted_secret is None
+    assert webhooks.signing_secrets(plain, now=NOW) == [plain_secret]
+    assert SecretBox([NEW_KEY]).under_first_key(plain.secret_encrypted or "")
+    assert db.get_one(WebhookEndpoint, encrypted).secret_encrypted == before
 
 
 def test_a_rotated_out_secret_signs_until_its_overlap_ends_and_is_then_forgotten(
