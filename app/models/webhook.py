@@ -41,8 +41,12 @@ class WebhookEndpoint(IdMixin, TimestampMixin, Base):
 
     __tablename__ = "webhook_endpoints"
     __table_args__ = (
-        # The system status: how many endpoints are disabled.
-        Index("ix_webhook_endpoints_disabled", "id", postgresql_where=text("NOT enabled")),
+        # The system status: how many endpoints delivery disabled.
+        Index(
+            "ix_webhook_endpoints_disabled",
+            "id",
+            postgresql_where=text("disabled_at IS NOT NULL"),
+        ),
         # auth_cleanup: the secrets still stored in plain text, to encrypt.
         Index(
             "ix_webhook_endpoints_unencrypted",

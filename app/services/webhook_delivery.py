@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from functools import cache
 
 import httpcore
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.internal import metrics, pinned_http
@@ -127,6 +127,11 @@ class Sent:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+# The endpoints the worker sends for; the system status judges the backlog by the same rule.
+# Secrets stored in plain text (by the release before encryption) wait for auth_cleanup.
+SENDABLE = and_(WebhookEndpoint.enabled, WebhookEndpoint.secret_encrypted.is_not(None))
+
+
 def claim(session: Session, *, now: datetime, policy: DeliveryPolicy) -> list[int]:
     """Take up to CLAIM_SIZE due deliveries for this run: leased to it until the lease ends."""
     due = (
@@ -136,9 +141,7 @@ def claim(session: Session, *, now: datetime, policy: DeliveryPolicy) -> list[in
             WebhookDelivery.status == DeliveryStatus.PENDING,
             WebhookDelivery.next_attempt_at <= now,
             or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until <= now),
-            WebhookEndpoint.enabled,
-            # Secrets from before encryption wait for the task that encrypts them.
-            WebhookEndpoint.secret_encrypted.is_not(None),
+            SENDABLE,
         )
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(CLAIM_SIZE)
