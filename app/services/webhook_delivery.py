@@ -23,7 +23,7 @@ import ssl
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import httpcore
@@ -133,7 +133,8 @@ SENDABLE = and_(WebhookEndpoint.enabled, WebhookEndpoint.secret_encrypted.is_not
 
 
 def claim(session: Session, *, now: datetime, policy: DeliveryPolicy) -> list[int]:
-    """Take up to CLAIM_SIZE due deliveries for this run: leased to it until the lease ends."""
+    """Take up to CLAIM_SIZE deliveries due by `now` (the run's start) for this run: leased to
+    it for the lease from the claim's own time, however long the run has gone on."""
     due = (
         select(WebhookDelivery.id)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
@@ -154,7 +155,7 @@ def claim(session: Session, *, now: datetime, policy: DeliveryPolicy) -> list[in
         session.scalars(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == due.c.id)
-            .values(leased_until=now + policy.lease)
+            .values(leased_until=datetime.now(UTC) + policy.lease)
             .returning(WebhookDelivery.id)
             .execution_options(synchronize_session=False)
         )
