@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import httpcore
 
-from app.internal.destinations import Target
+from app.internal.destinations import DEFAULT_PORTS, Target
 
 # The system's sockets: the backend below only chooses the address they connect to.
 _SYSTEM = httpcore.SyncBackend()
@@ -112,6 +112,13 @@ def request_target(url: str) -> bytes:
     return quote(target, safe="!$&'()*+,/:;=?@~%").encode("ascii")
 
 
+def host_header(target: Target) -> str:
+    """The `Host` header: an IPv6 address in brackets, the port unless it is the scheme's own
+    (httpcore would write an IPv6 host bare, which reads as a host and a port)."""
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return host if target.port == DEFAULT_PORTS[target.scheme] else f"{host}:{target.port}"
+
+
 def post(
     target: Target,
     url: str,
@@ -141,7 +148,7 @@ def post(
                 port=target.port,
                 target=request_target(url),
             ),
-            headers=list(headers.items()),
+            headers=[("Host", host_header(target)), *headers.items()],
             content=body,
             extensions={"timeout": timeouts},
         ) as response:

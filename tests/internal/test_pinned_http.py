@@ -51,6 +51,20 @@ def test_the_name_is_sent_and_verified_while_the_given_address_is_reached(
     assert tls_receiver.server_names == [NAME]
 
 
+def test_an_ipv6_address_is_sent_in_brackets_in_the_host_header(authority: Authority) -> None:
+    receiver = Receiver()
+    try:
+        target = check_url(receiver.url_for("[::1]"), allow_http=True, allowed_ports=None)
+        assert target.host == "::1"
+        assert send(receiver.url_for("[::1]"), authority=authority) == 200
+        assert receiver.requests[0].headers["host"] == f"[::1]:{receiver.port}"
+    finally:
+        receiver.stop()
+    assert pinned_http.host_header(Target("https", "2001:db8::1", 443)) == "[2001:db8::1]"
+    assert pinned_http.host_header(Target("https", "receiver.test", 443)) == "receiver.test"
+    assert pinned_http.host_header(Target("http", "receiver.test", 8080)) == "receiver.test:8080"
+
+
 def test_a_certificate_for_another_name_is_refused(authority: Authority) -> None:
     receiver = Receiver(tls=authority.server_context("someone-else.test"))
     try:
