@@ -8,8 +8,9 @@ when the lease ends. Delivery is therefore at least once: the `webhook-id` heade
 every attempt, and receivers dedupe by it.
 
 Each attempt checks the URL (scheme, allowed port), resolves its host once, checks every
-address, and connects to the checked one (app.internal.destinations, app.internal.pinned_http),
-all within one deadline for the whole exchange (WEBHOOK_TIMEOUT_SECONDS).
+address, and connects to the checked ones in turn until one accepts (app.internal.destinations,
+app.internal.pinned_http), all within one deadline for the whole exchange
+(WEBHOOK_TIMEOUT_SECONDS).
 
 The body is made at the first attempt (the job as `GET /jobs/{id}` shows it then, with the
 event type) and sent byte for byte by every later one. A failure is retried after
@@ -181,11 +182,13 @@ def _post(
     policy: DeliveryPolicy,
     network: Network,
 ) -> Sent:
-    """Check the URL and resolve its host once, then send to the checked address."""
+    """Check the URL and resolve its host once, then send to the checked addresses."""
     started = time.perf_counter()
     try:
         target = check_url(url, allow_http=policy.allow_http, allowed_ports=policy.allowed_ports)
-        address = pin(target, allow_private=policy.allow_private_addresses, resolve=network.resolve)
+        addresses = pin(
+            target, allow_private=policy.allow_private_addresses, resolve=network.resolve
+        )
     except (InvalidInput, Refused) as refused:
         return Sent(None, f"refused: {refused}"[:MAX_ERROR_LENGTH], 0)
     headers = signed_headers(secrets, message_id=message_id, timestamp=int(time.time()), body=body)
@@ -193,14 +196,14 @@ def _post(
         status_code = pinned_http.post(
             target,
             url,
-            address=address,
+            addresses=addresses,
             body=body,
             headers=headers,
             deadline_seconds=policy.timeout_seconds,
             ssl_context=network.ssl_context or _default_ssl_context(),
         )
     except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as failure:
-        error = f"{type(failure).__name__}: {failure} (connecting to {address})"
+        error = f"{type(failure).__name__}: {failure} (connecting to {', '.join(addresses)})"
         return Sent(None, error[:MAX_ERROR_LENGTH], _ms(started))
     problem = None if 200 <= status_code < 300 else f"HTTP {status_code}"
     return Sent(status_code, problem, _ms(started))
