@@ -76,13 +76,21 @@ def configured_secret_box() -> SecretBox:
 
 def signing_secrets(endpoint: WebhookEndpoint, *, now: datetime) -> list[str]:
     """The secrets that sign the endpoint's deliveries now: its secret, and during a rotation's
-    overlap the one it replaced."""
+    overlap the one it replaced. Raises UnreadableSecret when its secret does not decrypt; a
+    replaced one that does not is left out (logged): the current one signs all the same."""
     assert endpoint.secret_encrypted is not None  # the worker claims no other endpoint's
     box = configured_secret_box()
     secrets = [box.decrypt(endpoint.secret_encrypted)]
     expires_at = endpoint.previous_secret_expires_at
     if endpoint.previous_secret_encrypted is not None and expires_at and now < expires_at:
-        secrets.append(box.decrypt(endpoint.previous_secret_encrypted))
+        try:
+            secrets.append(box.decrypt(endpoint.previous_secret_encrypted))
+        except UnreadableSecret:
+            logger.warning(
+                "Webhook %s: its replaced signing secret decrypts under no key; signing with "
+                "its current one only",
+                endpoint.id,
+            )
     return secrets
 
 

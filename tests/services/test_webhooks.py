@@ -188,6 +188,19 @@ def test_a_rotated_out_secret_signs_until_its_overlap_ends_and_is_then_forgotten
     assert webhooks.signing_secrets(rotated, now=NOW) == [fourth, third]
 
 
+def test_a_replaced_secret_no_key_decrypts_is_left_out_and_the_current_one_signs(
+    db: Session, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = Caller(create_admin(db))
+    use_keys(monkeypatch, "l" * 40)
+    webhook_id = endpoint(db, admin, WebhookEventType.JOB_FAILED)
+    use_keys(monkeypatch, NEW_KEY)  # the key of the replaced secret was dropped too soon
+    rotated, current = webhooks.rotate_secret(db, caller=admin, webhook_id=webhook_id, now=NOW)
+    assert rotated.previous_secret_encrypted is not None
+    assert webhooks.signing_secrets(rotated, now=NOW) == [current]
+    assert f"Webhook {webhook_id}: its replaced signing secret" in caplog.text
+
+
 def test_a_secret_no_key_decrypts_is_skipped_and_the_others_are_reencrypted(
     db: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
