@@ -143,11 +143,15 @@ def deliver_webhooks(run: TaskRun) -> dict[str, int]:
 
 
 def reencrypt_webhook_secrets(run: TaskRun) -> dict[str, int]:
-    return {
-        "webhook_secrets_reencrypted": run.in_batches(
-            lambda session, limit: webhooks.reencrypt_secrets(session, now=run.now, limit=limit)
-        )
-    }
+    last_id = 0
+
+    def batch(session: Session, limit: int) -> int:
+        nonlocal last_id  # each batch goes on after the endpoints the one before saw
+        done = webhooks.reencrypt_secrets(session, now=run.now, limit=limit, after_id=last_id)
+        last_id = done.last_id
+        return done.changed
+
+    return {"webhook_secrets_reencrypted": run.in_batches(batch)}
 
 
 # How long the roll-up waits for the transactions that write what it rolls up (see

@@ -11,6 +11,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import ColumnElement, bindparam, func, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -170,14 +171,23 @@ def encrypt_plain_secrets(session: Session, *, limit: int) -> int:
     return len(endpoints)
 
 
-def reencrypt_secrets(session: Session, *, now: datetime, limit: int) -> int:
+class Reencrypted(NamedTuple):
+    changed: int
+    # The last endpoint seen: the next batch starts after it.
+    last_id: int
+
+
+def reencrypt_secrets(
+    session: Session, *, now: datetime, limit: int, after_id: int = 0
+) -> Reencrypted:
     """Encrypt up to `limit` endpoints' secrets that are not under the first key of
     WEBHOOK_SECRET_KEYS (or not encrypted at all) under it, and forget replaced secrets whose
-    overlap ended; answer how many endpoints changed. Endpoints are taken in id order after
-    those already seen, so a run ends however many there are."""
+    overlap ended; answer how many endpoints changed, and the last one seen. Endpoints are
+    taken in id order after `after_id` (the last one the batch before saw), so a run reads
+    each once and ends however many there are."""
     box = configured_secret_box()
     changed = 0
-    last_id = 0
+    last_id = after_id
     while changed < limit:
         endpoints = session.scalars(
             select(WebhookEndpoint)
@@ -201,7 +211,7 @@ def reencrypt_secrets(session: Session, *, now: datetime, limit: int) -> int:
             if changed == limit:
                 break
     session.flush()
-    return changed
+    return Reencrypted(changed, last_id)
 
 
 def _encrypt_plain(endpoint: WebhookEndpoint, box: SecretBox) -> None:

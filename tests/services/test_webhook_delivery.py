@@ -561,7 +561,7 @@ def test_an_endpoint_from_before_encryption_waits_for_the_task_then_signs_with_i
     completed_job(db, create_configuration(db, steps=STEPS), customer)
     now = datetime.now(UTC)
     assert deliver(sessions, now) == {"delivered": 0, "failed": 0}
-    assert webhooks.reencrypt_secrets(db, now=now, limit=10) == 1
+    assert webhooks.reencrypt_secrets(db, now=now, limit=10).changed == 1
     assert deliver(sessions, now) == {"delivered": 1, "failed": 0}
     assert receiver.requests[0].signed_by(secret)
 
