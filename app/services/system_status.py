@@ -41,7 +41,7 @@ from app.services.deadlines import OPEN
 from app.services.retention import UNRESOLVED_ERROR, retention_cutoff
 from app.services.rollups import CLOSE_AFTER
 from app.services.rollups.sql import DAY
-from app.services.webhook_delivery import SENDABLE
+from app.services.webhooks import SENDABLE
 
 # Counts stop here: past it, the backlog's size no longer changes what to do.
 COUNT_CAP = 100_000

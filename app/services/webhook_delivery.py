@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import httpcore
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.internal import metrics, pinned_http
@@ -45,7 +45,7 @@ from app.models import (
 )
 from app.schemas.webhook import WebhookNotification
 from app.services.job_details import job_detail_by_id
-from app.services.webhooks import signing_secrets
+from app.services.webhooks import SENDABLE, signing_secrets
 from config import config
 
 # Deliveries claimed at once: a claim's lease covers sending all of them, one after another.
@@ -126,11 +126,6 @@ class Sent:
     @property
     def ok(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
-
-
-# The endpoints the worker sends for; the system status judges the backlog by the same rule.
-# Secrets stored in plain text (by the release before encryption) wait for auth_cleanup.
-SENDABLE = and_(WebhookEndpoint.enabled, WebhookEndpoint.secret_encrypted.is_not(None))
 
 
 def claim(session: Session, *, now: datetime, policy: DeliveryPolicy) -> list[int]:

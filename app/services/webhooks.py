@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import ColumnElement, bindparam, func, select, true
+from sqlalchemy import ColumnElement, and_, bindparam, func, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.types import BigInteger
@@ -38,6 +38,12 @@ from config import config
 from config.log import LOGGER_NAME
 
 logger = logging.getLogger(f"{LOGGER_NAME}.webhooks")
+
+
+# The endpoints the worker sends for (its claim); the system status judges the backlog by the
+# same rule. A secret stored in plain text (by the release before encryption) waits for
+# auth_cleanup to encrypt it.
+SENDABLE = and_(WebhookEndpoint.enabled, WebhookEndpoint.secret_encrypted.is_not(None))
 
 
 def enqueue(
