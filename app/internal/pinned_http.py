@@ -5,9 +5,9 @@ The URL keeps its host name: the `Host` header and the TLS server name are the r
 name, and the certificate is verified against that name, while the TCP connection goes to the
 addresses given (those the caller checked, each in turn until one connects), never to a second
 resolution of the name. Every connect, read and write is bounded by what is left of the
-deadline, so a receiver that drips
-its answer a byte at a time is cut off when the deadline passes. Redirects are never followed
-(httpcore follows none), and the answer's body is never read: its status is the answer.
+deadline, so a receiver that drips its answer a byte at a time is cut off when the deadline
+passes. Redirects are never followed (httpcore follows none), and the answer's body is never
+read: its status is the answer.
 """
 
 import ssl
