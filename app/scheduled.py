@@ -92,6 +92,10 @@ def clean_up_authentication(run: TaskRun) -> dict[str, int]:
                 limit=limit,
             )
         ),
+        # The release before encryption stores plain secrets while a deploy replaces it.
+        "webhook_secrets_encrypted": run.in_batches(
+            lambda session, limit: webhooks.encrypt_plain_secrets(session, limit=limit)
+        ),
     }
 
 
@@ -139,11 +143,15 @@ def deliver_webhooks(run: TaskRun) -> dict[str, int]:
 
 
 def reencrypt_webhook_secrets(run: TaskRun) -> dict[str, int]:
-    return {
-        "webhook_secrets_reencrypted": run.in_batches(
-            lambda session, limit: webhooks.reencrypt_secrets(session, now=run.now, limit=limit)
-        )
-    }
+    last_id = 0
+
+    def batch(session: Session, limit: int) -> int:
+        nonlocal last_id  # each batch goes on after the endpoints the one before saw
+        done = webhooks.reencrypt_secrets(session, now=run.now, limit=limit, after_id=last_id)
+        last_id = done.last_id
+        return done.changed
+
+    return {"webhook_secrets_reencrypted": run.in_batches(batch)}
 
 
 # How long the roll-up waits for the transactions that write what it rolls up (see
@@ -188,7 +196,8 @@ SCHEDULED_TASKS: dict[str, ScheduledTask] = {
         ScheduledTask(
             "auth_cleanup",
             "delete expired and revoked sessions, forget login failures past their window, "
-            "delete task runs older than TASK_RUN_RETENTION_DAYS",
+            "delete task runs older than TASK_RUN_RETENTION_DAYS, encrypt webhook signing "
+            "secrets stored in plain text",
             timedelta(minutes=5),
             clean_up_authentication,
         ),

@@ -5,9 +5,11 @@ new instance from a snapshot of it. So before the snapshot, the database connect
 closed (the import makes none, but one in the snapshot would be shared by every copy); after
 each restore, what must differ between copies is made anew: Python's `random` state (reseeded
 from the operating system) and the API keys this process trusted (trusted until a time of the
-clock before the snapshot). The secrets read at init stay: SECRET_KEY does not change, and a
+clock before the snapshot). The secrets read at init stay: SECRET_KEY does not change, a
 database password RDS has rotated since is read again at the first refused connection
-(config/database.py), with credentials fetched at that moment (config/secrets.py).
+(config/database.py), with credentials fetched at that moment (config/secrets.py), and a new
+WEBHOOK_SECRET_KEYS reaches the API with a new published version (README, "Signing secrets at
+rest"): reading it at each restore would cost every restored start a request.
 
 The AWS base image's runtime interface client runs the hooks registered with its
 `snapshot_restore_py`; outside Lambda nothing is registered.

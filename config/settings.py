@@ -167,8 +167,9 @@ class Settings(SecretSources):
     # addresses, are refused unless allowed (development and test allow them).
     webhook_allow_http: bool = False
     webhook_allow_private_addresses: bool = False
-    # The ports webhook URLs may name (comma-separated); None (development and test) allows
-    # any. The template's security group lets the worker out to the same ports.
+    # The ports webhook URLs may name (comma-separated); None (`*`, and the default in
+    # development and test) allows any. The template's security group lets the worker out to
+    # the same ports.
     webhook_allowed_ports: Annotated[list[int] | None, NoDecode] = [443]
     # The deadline of one delivery attempt, the whole exchange: connect, TLS, send the
     # notification, read the answer's status and headers. Past it the attempt has failed.
@@ -202,9 +203,14 @@ class Settings(SecretSources):
     @field_validator("webhook_allowed_ports", mode="before")
     @classmethod
     def _split_ports(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [port.strip() for port in value.split(",") if port.strip()] or None
-        return value
+        # Any port only when said in so many words: an empty variable (a deploy parameter left
+        # blank) is the environment's default, which is 443 in production.
+        if not isinstance(value, str):
+            return value
+        if value.strip() == "*":
+            return None
+        ports = [port.strip() for port in value.split(",") if port.strip()]
+        return ports or cls.model_fields["webhook_allowed_ports"].get_default()
 
     @field_validator("webhook_allowed_ports")
     @classmethod

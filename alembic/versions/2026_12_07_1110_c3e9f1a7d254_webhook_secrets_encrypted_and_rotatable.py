@@ -6,8 +6,11 @@ text column `secret` becomes nullable: the encryption needs the key, which lives
 application's settings, and a migration imports no application code, so the rows are
 encrypted by the `reencrypt_webhook_secrets` task, which the deploy's migration step runs right
 after `upgrade head` (and empties `secret` as it goes). Until then the worker leaves those
-endpoints' deliveries waiting. The column stays so that the release before this one keeps
-reading its endpoints (it cannot sign for an encrypted one: those deliveries are retried).
+endpoints' deliveries waiting. The column stays for the release before this one, which still
+serves during the deploy: the endpoints it registers meanwhile have a plain secret, which the
+`auth_cleanup` task encrypts (a partial index finds them). Its worker cannot sign for an
+endpoint whose secret is encrypted: its runs fail until it is replaced, and those deliveries
+are sent by the new one.
 
 `webhook_deliveries.leased_until` holds a send's lease, which `next_attempt_at` held: a
 redelivery asked for while the delivery is being sent no longer makes it due at once, so it
@@ -46,6 +49,13 @@ def upgrade() -> None:
         "webhook_deliveries",
         sa.Column("leased_until", sa.DateTime(timezone=True), nullable=True),
     )
+    op.create_index(
+        "ix_webhook_endpoints_unencrypted",
+        "webhook_endpoints",
+        ["id"],
+        unique=False,
+        postgresql_where=sa.text("secret IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
@@ -64,6 +74,11 @@ def downgrade() -> None:
                 'it: delete the endpoint and register it again'
         WHERE secret IS NULL
         """
+    )
+    op.drop_index(
+        "ix_webhook_endpoints_unencrypted",
+        table_name="webhook_endpoints",
+        postgresql_where=sa.text("secret IS NOT NULL"),
     )
     op.drop_column("webhook_deliveries", "leased_until")
     op.alter_column("webhook_endpoints", "secret", existing_type=sa.String(100), nullable=False)

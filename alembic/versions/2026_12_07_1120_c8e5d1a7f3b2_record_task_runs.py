@@ -3,7 +3,8 @@
 Every run of a scheduled task leaves a row in `task_runs` (task, start, end, outcome, the counts
 it returned, the error of a failed run), which the system status reads by task and outcome and
 the `auth_cleanup` task deletes past TASK_RUN_RETENTION_DAYS. Two partial indexes let the status
-read the webhook backlog without a scan: the pending deliveries by age, the disabled endpoints.
+read the webhook backlog without a scan: the pending deliveries by age, the endpoints delivery
+disabled.
 
 Revision ID: c8e5d1a7f3b2
 Revises: c3e9f1a7d254
@@ -64,7 +65,7 @@ def upgrade() -> None:
         "webhook_endpoints",
         ["id"],
         unique=False,
-        postgresql_where=sa.text("NOT enabled"),
+        postgresql_where=sa.text("disabled_at IS NOT NULL"),
     )
 
 
@@ -72,7 +73,7 @@ def downgrade() -> None:
     op.drop_index(
         "ix_webhook_endpoints_disabled",
         table_name="webhook_endpoints",
-        postgresql_where=sa.text("NOT enabled"),
+        postgresql_where=sa.text("disabled_at IS NOT NULL"),
     )
     op.drop_index(
         "ix_webhook_deliveries_created_at_pending",

@@ -4,7 +4,7 @@ allowed).
 
 The URL is checked when an endpoint is registered; before each delivery its host is resolved
 once more, every address it resolves to is checked, and the delivery connects to the checked
-address (`pin`): a name that answers a public address to the check and a private one next is
+addresses (`pin`): a name that answers a public address to the check and a private one next is
 never followed there. An IPv6 address that carries an IPv4 address (IPv4-mapped, NAT64, 6to4)
 is judged by the IPv4 address it carries."""
 
@@ -27,7 +27,14 @@ DEFAULT_PORTS = {"https": 443, "http": 80}
 # NAT64 prefixes: the well-known one carries the IPv4 address in its last 32 bits (RFC 6052);
 # the local-use one (RFC 8215) is a network's own, so what it reaches is private by definition.
 NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
-NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+# Never public: the local-use NAT64 prefix (RFC 8215) is a network's own; so are an IPv4 address
+# written IPv4-compatible (::/96, deprecated by RFC 4291) or SIIT's IPv4-translated
+# (::ffff:0:0:0/96, RFC 2765), which Python's ipaddress calls global whatever they carry.
+NEVER_PUBLIC = (
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+)
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -96,7 +103,7 @@ def carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None
 
 def not_public(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
-        if address in NAT64_LOCAL_USE:
+        if any(address in network for network in NEVER_PUBLIC):
             return True
         carried = carried_ipv4(address)
         if carried is not None:
@@ -115,9 +122,9 @@ class Refused(Exception):
     """No place to send to; the message says why."""
 
 
-def pin(target: Target, *, allow_private: bool, resolve: Resolver) -> str:
-    """Resolve the target's host once and answer the address to connect to: the first one,
-    once every address is found public (any address, when private ones are allowed)."""
+def pin(target: Target, *, allow_private: bool, resolve: Resolver) -> list[str]:
+    """Resolve the target's host once and answer the addresses to connect to, in the order
+    resolved, once every one is found public (any address, when private ones are allowed)."""
     literal = _literal(target.host)
     if literal is not None:
         addresses = [literal]
@@ -135,7 +142,7 @@ def pin(target: Target, *, allow_private: bool, resolve: Resolver) -> str:
                 raise Refused(
                     f"the host {target.host!r} resolves to {address}, which is not a public address"
                 )
-    return str(addresses[0])
+    return [str(address) for address in addresses]
 
 
 def check_destination(

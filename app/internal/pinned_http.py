@@ -3,21 +3,22 @@ deadline for the whole exchange.
 
 The URL keeps its host name: the `Host` header and the TLS server name are the receiver's
 name, and the certificate is verified against that name, while the TCP connection goes to the
-address given (the one the caller checked), never to a second resolution of the name. Every
-connect, read and write is bounded by what is left of the deadline, so a receiver that drips
-its answer a byte at a time is cut off when the deadline passes. Redirects are never followed
-(httpcore follows none), and the answer's body is never read: its status is the answer.
+addresses given (those the caller checked, each in turn until one connects), never to a second
+resolution of the name. Every connect, read and write is bounded by what is left of the
+deadline, so a receiver that drips its answer a byte at a time is cut off when the deadline
+passes. Redirects are never followed (httpcore follows none), and the answer's body is never
+read: its status is the answer.
 """
 
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpcore
 
-from app.internal.destinations import Target
+from app.internal.destinations import DEFAULT_PORTS, Target
 
 # The system's sockets: the backend below only chooses the address they connect to.
 _SYSTEM = httpcore.SyncBackend()
@@ -64,10 +65,10 @@ class _DeadlineStream(httpcore.NetworkStream):
 
 
 class _PinnedBackend(httpcore.NetworkBackend):
-    """Connects to `address`, whatever host the request names."""
+    """Connects to the first of `addresses` that accepts, whatever host the request names."""
 
-    def __init__(self, address: str, deadline: float) -> None:
-        self._address = address
+    def __init__(self, addresses: Sequence[str], deadline: float) -> None:
+        self._addresses = addresses
         self._deadline = deadline
 
     def connect_tcp(
@@ -78,14 +79,22 @@ class _PinnedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        stream = _SYSTEM.connect_tcp(
-            self._address,
-            port,
-            timeout=_left(self._deadline, timeout),
-            local_address=local_address,
-            socket_options=socket_options,
-        )
-        return _DeadlineStream(stream, self._deadline)
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in self._addresses:
+            try:
+                stream = _SYSTEM.connect_tcp(
+                    address,
+                    port,
+                    timeout=_left(self._deadline, timeout),
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                failure = error
+                continue
+            return _DeadlineStream(stream, self._deadline)
+        assert failure is not None  # pin answers at least one address
+        raise failure
 
     def connect_unix_socket(
         self,
@@ -112,23 +121,30 @@ def request_target(url: str) -> bytes:
     return quote(target, safe="!$&'()*+,/:;=?@~%").encode("ascii")
 
 
+def host_header(target: Target) -> str:
+    """The `Host` header: an IPv6 address in brackets, the port unless it is the scheme's own
+    (httpcore would write an IPv6 host bare, which reads as a host and a port)."""
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return host if target.port == DEFAULT_PORTS[target.scheme] else f"{host}:{target.port}"
+
+
 def post(
     target: Target,
     url: str,
     *,
-    address: str,
+    addresses: Sequence[str],
     body: bytes,
     headers: dict[str, str],
     deadline_seconds: float,
     ssl_context: ssl.SSLContext,
 ) -> int:
-    """POST `body` to `url` (whose host and port `target` holds) over a connection to
-    `address`; answer the status code. Raises an httpcore error (a timeout once the deadline
-    passed) when there is no answer."""
+    """POST `body` to `url` (whose host and port `target` holds) over a connection to the
+    first of `addresses` that accepts one; answer the status code. Raises an httpcore error
+    (a timeout once the deadline passed) when there is no answer."""
     deadline = time.monotonic() + deadline_seconds
     with httpcore.ConnectionPool(
         ssl_context=ssl_context,
-        network_backend=_PinnedBackend(address, deadline),
+        network_backend=_PinnedBackend(addresses, deadline),
         max_connections=1,
         retries=0,
     ) as pool:
@@ -141,7 +157,7 @@ def post(
                 port=target.port,
                 target=request_target(url),
             ),
-            headers=list(headers.items()),
+            headers=[("Host", host_header(target)), *headers.items()],
             content=body,
             extensions={"timeout": timeouts},
         ) as response:

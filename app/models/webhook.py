@@ -41,8 +41,18 @@ class WebhookEndpoint(IdMixin, TimestampMixin, Base):
 
     __tablename__ = "webhook_endpoints"
     __table_args__ = (
-        # The system status: how many endpoints are disabled.
-        Index("ix_webhook_endpoints_disabled", "id", postgresql_where=text("NOT enabled")),
+        # The system status: how many endpoints delivery disabled.
+        Index(
+            "ix_webhook_endpoints_disabled",
+            "id",
+            postgresql_where=text("disabled_at IS NOT NULL"),
+        ),
+        # auth_cleanup: the secrets still stored in plain text, to encrypt.
+        Index(
+            "ix_webhook_endpoints_unencrypted",
+            "id",
+            postgresql_where=text("secret IS NOT NULL"),
+        ),
     )
 
     customer_id: Mapped[int | None] = mapped_column(
@@ -53,9 +63,10 @@ class WebhookEndpoint(IdMixin, TimestampMixin, Base):
     event_types: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     # The signing secret (`whsec_` + base64 of the HMAC key), encrypted (app.internal.secret_box):
     # a read of the table is no read of the secrets. Null only for an endpoint registered
-    # before secrets were encrypted, until the reencrypt_webhook_secrets task encrypts it.
+    # by a release from before encryption, until auth_cleanup (or the deploy's
+    # reencrypt_webhook_secrets) encrypts it.
     secret_encrypted: Mapped[str | None] = mapped_column(Text)
-    # The secret as it was stored before encryption; the task encrypts it and empties this.
+    # The secret as such a release stores it; the encryption empties this.
     unencrypted_secret: Mapped[str | None] = mapped_column("secret", String(100))
     # After a rotation, the secret it replaced (encrypted) signs deliveries too until then.
     previous_secret_encrypted: Mapped[str | None] = mapped_column(Text)

@@ -37,9 +37,14 @@ class WebhookBacklog(Schema):
     pending: int = Field(description="Deliveries not yet delivered nor given up.")
     oldest_pending_seconds: float | None = Field(description="Age of the oldest of them.")
     oldest_due_wait_seconds: float = Field(
-        description="How long the delivery most overdue has waited past its time (0: none)."
+        description=(
+            "How long the delivery most overdue has waited past its time (0: none), of the "
+            "endpoints the worker sends for (enabled ones)."
+        )
     )
-    endpoints_disabled: int
+    endpoints_disabled: int = Field(
+        description="Endpoints delivery disabled after failing too long (not those turned off)."
+    )
     verdict: Verdict
 
 

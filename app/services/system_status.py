@@ -41,6 +41,7 @@ from app.services.deadlines import OPEN
 from app.services.retention import UNRESOLVED_ERROR, retention_cutoff
 from app.services.rollups import CLOSE_AFTER
 from app.services.rollups.sql import DAY
+from app.services.webhooks import SENDABLE
 
 # Counts stop here: past it, the backlog's size no longer changes what to do.
 COUNT_CAP = 100_000
@@ -207,8 +208,15 @@ _PENDING = WebhookDelivery.status == DeliveryStatus.PENDING
 
 
 def oldest_due_delivery_wait(session: Session, *, now: datetime) -> timedelta:
-    """How long the pending delivery most overdue has waited past its time (0: none is due)."""
-    earliest = session.scalar(select(func.min(WebhookDelivery.next_attempt_at)).where(_PENDING))
+    """How long the pending delivery most overdue has waited past its time (0: none is due),
+    of the endpoints the worker sends for: a disabled endpoint's deliveries wait by design."""
+    earliest = session.scalar(
+        select(WebhookDelivery.next_attempt_at)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(_PENDING, SENDABLE)
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(1)
+    )
     return _since(now, earliest)
 
 
@@ -216,7 +224,10 @@ def webhook_backlog(session: Session, *, now: datetime) -> WebhookBacklog:
     pending = _count(session, select(WebhookDelivery.created_at).where(_PENDING))
     oldest = session.scalar(select(func.min(WebhookDelivery.created_at)).where(_PENDING))
     waited = oldest_due_delivery_wait(session, now=now)
-    disabled = _count(session, select(WebhookEndpoint.id).where(not_(WebhookEndpoint.enabled)))
+    # Those delivery gave up on; one its owner turned off is no trouble of the operator's.
+    disabled = _count(
+        session, select(WebhookEndpoint.id).where(WebhookEndpoint.disabled_at.is_not(None))
+    )
     verdict = WEBHOOK_WAIT.verdict(waited)
     if disabled:
         verdict = Verdict.worst(verdict, Verdict.WARNING)

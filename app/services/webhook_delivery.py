@@ -8,8 +8,9 @@ when the lease ends. Delivery is therefore at least once: the `webhook-id` heade
 every attempt, and receivers dedupe by it.
 
 Each attempt checks the URL (scheme, allowed port), resolves its host once, checks every
-address, and connects to the checked one (app.internal.destinations, app.internal.pinned_http),
-all within one deadline for the whole exchange (WEBHOOK_TIMEOUT_SECONDS).
+address, and connects to the checked ones in turn until one accepts (app.internal.destinations,
+app.internal.pinned_http), all within one deadline for the whole exchange
+(WEBHOOK_TIMEOUT_SECONDS).
 
 The body is made at the first attempt (the job as `GET /jobs/{id}` shows it then, with the
 event type) and sent byte for byte by every later one. A failure is retried after
@@ -23,7 +24,7 @@ import ssl
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import httpcore
@@ -44,7 +45,7 @@ from app.models import (
 )
 from app.schemas.webhook import WebhookNotification
 from app.services.job_details import job_detail_by_id
-from app.services.webhooks import signing_secrets
+from app.services.webhooks import SENDABLE, signing_secrets
 from config import config
 
 # Deliveries claimed at once: a claim's lease covers sending all of them, one after another.
@@ -128,7 +129,8 @@ class Sent:
 
 
 def claim(session: Session, *, now: datetime, policy: DeliveryPolicy) -> list[int]:
-    """Take up to CLAIM_SIZE due deliveries for this run: leased to it until the lease ends."""
+    """Take up to CLAIM_SIZE deliveries due by `now` (the run's start) for this run: leased to
+    it for the lease from the claim's own time, however long the run has gone on."""
     due = (
         select(WebhookDelivery.id)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
@@ -136,9 +138,7 @@ def claim(session: Session, *, now: datetime, policy: DeliveryPolicy) -> list[in
             WebhookDelivery.status == DeliveryStatus.PENDING,
             WebhookDelivery.next_attempt_at <= now,
             or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until <= now),
-            WebhookEndpoint.enabled,
-            # Secrets from before encryption wait for the task that encrypts them.
-            WebhookEndpoint.secret_encrypted.is_not(None),
+            SENDABLE,
         )
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(CLAIM_SIZE)
@@ -151,7 +151,7 @@ def claim(session: Session, *, now: datetime, policy: DeliveryPolicy) -> list[in
         session.scalars(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == due.c.id)
-            .values(leased_until=now + policy.lease)
+            .values(leased_until=datetime.now(UTC) + policy.lease)
             .returning(WebhookDelivery.id)
             .execution_options(synchronize_session=False)
         )
@@ -177,11 +177,13 @@ def _post(
     policy: DeliveryPolicy,
     network: Network,
 ) -> Sent:
-    """Check the URL and resolve its host once, then send to the checked address."""
+    """Check the URL and resolve its host once, then send to the checked addresses."""
     started = time.perf_counter()
     try:
         target = check_url(url, allow_http=policy.allow_http, allowed_ports=policy.allowed_ports)
-        address = pin(target, allow_private=policy.allow_private_addresses, resolve=network.resolve)
+        addresses = pin(
+            target, allow_private=policy.allow_private_addresses, resolve=network.resolve
+        )
     except (InvalidInput, Refused) as refused:
         return Sent(None, f"refused: {refused}"[:MAX_ERROR_LENGTH], 0)
     headers = signed_headers(secrets, message_id=message_id, timestamp=int(time.time()), body=body)
@@ -189,14 +191,14 @@ def _post(
         status_code = pinned_http.post(
             target,
             url,
-            address=address,
+            addresses=addresses,
             body=body,
             headers=headers,
             deadline_seconds=policy.timeout_seconds,
             ssl_context=network.ssl_context or _default_ssl_context(),
         )
     except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as failure:
-        error = f"{type(failure).__name__}: {failure} (connecting to {address})"
+        error = f"{type(failure).__name__}: {failure} (connecting to {', '.join(addresses)})"
         return Sent(None, error[:MAX_ERROR_LENGTH], _ms(started))
     problem = None if 200 <= status_code < 300 else f"HTTP {status_code}"
     return Sent(status_code, problem, _ms(started))

@@ -11,8 +11,9 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import ColumnElement, bindparam, func, select, true
+from sqlalchemy import ColumnElement, and_, bindparam, func, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.types import BigInteger
@@ -37,6 +38,12 @@ from config import config
 from config.log import LOGGER_NAME
 
 logger = logging.getLogger(f"{LOGGER_NAME}.webhooks")
+
+
+# The endpoints the worker sends for (its claim); the system status judges the backlog by the
+# same rule. A secret stored in plain text (by the release before encryption) waits for
+# auth_cleanup to encrypt it.
+SENDABLE = and_(WebhookEndpoint.enabled, WebhookEndpoint.secret_encrypted.is_not(None))
 
 
 def enqueue(
@@ -76,13 +83,21 @@ def configured_secret_box() -> SecretBox:
 
 def signing_secrets(endpoint: WebhookEndpoint, *, now: datetime) -> list[str]:
     """The secrets that sign the endpoint's deliveries now: its secret, and during a rotation's
-    overlap the one it replaced."""
+    overlap the one it replaced. Raises UnreadableSecret when its secret does not decrypt; a
+    replaced one that does not is left out (logged): the current one signs all the same."""
     assert endpoint.secret_encrypted is not None  # the worker claims no other endpoint's
     box = configured_secret_box()
     secrets = [box.decrypt(endpoint.secret_encrypted)]
     expires_at = endpoint.previous_secret_expires_at
     if endpoint.previous_secret_encrypted is not None and expires_at and now < expires_at:
-        secrets.append(box.decrypt(endpoint.previous_secret_encrypted))
+        try:
+            secrets.append(box.decrypt(endpoint.previous_secret_encrypted))
+        except UnreadableSecret:
+            logger.warning(
+                "Webhook %s: its replaced signing secret decrypts under no key; signing with "
+                "its current one only",
+                endpoint.id,
+            )
     return secrets
 
 
@@ -131,8 +146,8 @@ def rotate_secret(
     endpoint = get_webhook(session, caller=caller, webhook_id=webhook_id, for_update=True)
     if endpoint.secret_encrypted is None:
         raise Conflict(
-            f"Webhook {webhook_id}'s secret is being encrypted: rotate it after the "
-            "reencrypt_webhook_secrets task has run"
+            f"Webhook {webhook_id}'s secret is being encrypted: rotate it after the next "
+            "auth_cleanup run (every 5 minutes)"
         )
     secret = generate_secret()
     overlap = timedelta(hours=config.settings.webhook_secret_overlap_hours)
@@ -144,14 +159,41 @@ def rotate_secret(
     return endpoint, secret
 
 
-def reencrypt_secrets(session: Session, *, now: datetime, limit: int) -> int:
+def encrypt_plain_secrets(session: Session, *, limit: int) -> int:
+    """Encrypt up to `limit` secrets stored in plain text (by a release from before encryption,
+    still serving during a deploy) under the first key; answer how many. Reads only the
+    partial index of such endpoints, so it is cheap enough for a schedule."""
+    box = configured_secret_box()
+    endpoints = session.scalars(
+        select(WebhookEndpoint)
+        .where(WebhookEndpoint.unencrypted_secret.is_not(None))
+        .order_by(WebhookEndpoint.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for endpoint in endpoints:
+        _encrypt_plain(endpoint, box)
+    session.flush()
+    return len(endpoints)
+
+
+class Reencrypted(NamedTuple):
+    changed: int
+    # The last endpoint seen: the next batch starts after it.
+    last_id: int
+
+
+def reencrypt_secrets(
+    session: Session, *, now: datetime, limit: int, after_id: int = 0
+) -> Reencrypted:
     """Encrypt up to `limit` endpoints' secrets that are not under the first key of
     WEBHOOK_SECRET_KEYS (or not encrypted at all) under it, and forget replaced secrets whose
-    overlap ended; answer how many endpoints changed. Endpoints are taken in id order after
-    those already seen, so a run ends however many there are."""
+    overlap ended; answer how many endpoints changed, and the last one seen. Endpoints are
+    taken in id order after `after_id` (the last one the batch before saw), so a run reads
+    each once and ends however many there are."""
     box = configured_secret_box()
     changed = 0
-    last_id = 0
+    last_id = after_id
     while changed < limit:
         endpoints = session.scalars(
             select(WebhookEndpoint)
@@ -175,14 +217,19 @@ def reencrypt_secrets(session: Session, *, now: datetime, limit: int) -> int:
             if changed == limit:
                 break
     session.flush()
-    return changed
+    return Reencrypted(changed, last_id)
+
+
+def _encrypt_plain(endpoint: WebhookEndpoint, box: SecretBox) -> None:
+    assert endpoint.unencrypted_secret is not None
+    endpoint.secret_encrypted = box.encrypt(endpoint.unencrypted_secret)
+    endpoint.unencrypted_secret = None
 
 
 def _reencrypt(endpoint: WebhookEndpoint, box: SecretBox, *, now: datetime) -> bool:
     changed = False
     if endpoint.unencrypted_secret is not None:
-        endpoint.secret_encrypted = box.encrypt(endpoint.unencrypted_secret)
-        endpoint.unencrypted_secret = None
+        _encrypt_plain(endpoint, box)
         changed = True
     elif endpoint.secret_encrypted is not None and not box.under_first_key(
         endpoint.secret_encrypted

@@ -248,6 +248,30 @@ def test_event_retention_keeps_everything_unless_set_to_a_number_of_days(
 
 
 @pytest.mark.parametrize(
+    ("settings_class", "value", "ports"),
+    [
+        (ProdSettings, "", [443]),
+        (ProdSettings, " , ", [443]),
+        (ProdSettings, "443, 8443", [443, 8443]),
+        (ProdSettings, "*", None),
+        (TestSettings, "", None),
+        (TestSettings, "8443", [8443]),
+    ],
+)
+def test_an_empty_allowed_ports_setting_is_the_default_and_any_port_takes_a_star(
+    monkeypatch: pytest.MonkeyPatch,
+    settings_class: type[TestSettings] | type[ProdSettings],
+    value: str,
+    ports: list[int] | None,
+) -> None:
+    monkeypatch.setenv("SECRET_KEY", GOOD_SECRET)
+    monkeypatch.setenv("WEBHOOK_SECRET_KEYS", "n" * 40)
+    monkeypatch.setenv("POSTGRES_HOST", "db.example")
+    monkeypatch.setenv("WEBHOOK_ALLOWED_PORTS", value)
+    assert settings_class().webhook_allowed_ports == ports
+
+
+@pytest.mark.parametrize(
     ("value", "problem"),
     [
         ("0", "greater than or equal to 1"),

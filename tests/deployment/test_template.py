@@ -333,6 +333,14 @@ def test_each_task_alarms_without_a_success_within_twice_its_cadence() -> None:
         assert alarm["TreatMissingData"] == "breaching"
 
 
+def test_the_pinned_connections_alarm_counts_connections_not_minutes_of_them() -> None:
+    # The proxy's nodes each report the gauge every minute: a Sum over a minute adds the nodes,
+    # a Sum over longer adds the minutes too.
+    alarm = alarms()["ProxyPinnedConnectionsAlarm"]
+    assert (alarm["Statistic"], alarm["Period"], alarm["Threshold"]) == ("Sum", 60, 10)
+    assert alarm["Period"] * alarm["EvaluationPeriods"] == 15 * 60
+
+
 def test_the_dashboard_shows_every_alarm_and_is_json() -> None:
     [dashboard] = resources("AWS::CloudWatch::Dashboard").values()
     body, variables = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]

@@ -83,7 +83,12 @@ def test_a_schedule_runs_the_auth_cleanup(
     answer = handler(event, LambdaContext())
     assert answer == {
         "task": "auth_cleanup",
-        "counts": {"sessions_deleted": 2, "login_failures_cleared": 3, "task_runs_deleted": 0},
+        "counts": {
+            "sessions_deleted": 2,
+            "login_failures_cleared": 3,
+            "task_runs_deleted": 0,
+            "webhook_secrets_encrypted": 0,
+        },
     }
     sessions, counts = remaining_state()
     assert sessions == [auth_state["live"]]
@@ -93,6 +98,7 @@ def test_a_schedule_runs_the_auth_cleanup(
         "sessions_deleted": 0,
         "login_failures_cleared": 0,
         "task_runs_deleted": 0,
+        "webhook_secrets_encrypted": 0,
     }
 
 

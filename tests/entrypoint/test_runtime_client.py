@@ -86,6 +86,7 @@ def test_the_functions_without_http_run_a_schedule(function: str) -> None:
         "sessions_deleted",
         "login_failures_cleared",
         "task_runs_deleted",
+        "webhook_secrets_encrypted",
     }
 
 

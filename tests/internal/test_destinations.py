@@ -46,6 +46,10 @@ class Answers:
         "2002:7f00:1::1",  # 6to4 of 127.0.0.1
         "2002:a00:1::",  # 6to4 of 10.0.0.1
         "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "::127.0.0.1",  # IPv4-compatible (deprecated): never public, whatever it carries
+        "::8.8.8.8",
+        "::ffff:0:7f00:1",  # SIIT's IPv4-translated form of 127.0.0.1
+        "::ffff:0:808:808",
         "224.0.0.1",
     ],
 )
@@ -65,23 +69,23 @@ def test_an_address_that_is_or_carries_a_private_one_is_refused(address: str) ->
     ["8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"],
 )
 def test_a_public_address_in_any_of_its_forms_is_answered_as_it_resolved(address: str) -> None:
-    pinned = pin(TARGET, allow_private=False, resolve=answering(address))
+    [pinned] = pin(TARGET, allow_private=False, resolve=answering(address))
     assert ipaddress.ip_address(pinned) == ipaddress.ip_address(address)
 
 
-def test_every_address_a_name_resolves_to_is_checked_and_the_first_is_answered() -> None:
+def test_every_address_a_name_resolves_to_is_checked_and_all_are_answered_in_order() -> None:
     with pytest.raises(Refused, match=r"127\.0\.0\.1"):
         pin(TARGET, allow_private=False, resolve=answering("8.8.8.8", "127.0.0.1"))
     resolver = answering("8.8.4.4", "8.8.8.8")
-    assert pin(TARGET, allow_private=False, resolve=resolver) == "8.8.4.4"
+    assert pin(TARGET, allow_private=False, resolve=resolver) == ["8.8.4.4", "8.8.8.8"]
     assert resolver.calls == 1
 
 
 def test_private_addresses_pass_where_allowed_and_a_literal_needs_no_resolver() -> None:
-    assert pin(TARGET, allow_private=True, resolve=answering("127.0.0.1")) == "127.0.0.1"
+    assert pin(TARGET, allow_private=True, resolve=answering("127.0.0.1")) == ["127.0.0.1"]
     literal = Target(scheme="https", host="127.0.0.1", port=443)
     unused = answering()
-    assert pin(literal, allow_private=True, resolve=unused) == "127.0.0.1"
+    assert pin(literal, allow_private=True, resolve=unused) == ["127.0.0.1"]
     assert unused.calls == 0
 
 

@@ -13,6 +13,8 @@ from tests.helpers.tls import Authority, new_authority
 from tests.helpers.webhook_receiver import DrippingReceiver, Receiver
 
 NAME = "receiver.test"  # resolves nowhere: only the address given reaches the receiver
+LOOPBACK = ("127.0.0.1",)
+CLOSED = "127.0.0.2"  # loopback too, where nothing listens: the connection is refused
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +29,14 @@ def tls_receiver(authority: Authority) -> Iterator[Receiver]:
     receiver.stop()
 
 
-def send(url: str, *, authority: Authority, deadline: float = 5) -> int:
+def send(
+    url: str, *, authority: Authority, deadline: float = 5, addresses: tuple[str, ...] = LOOPBACK
+) -> int:
     target: Target = check_url(url, allow_http=True, allowed_ports=None)
     return pinned_http.post(
         target,
         url,
-        address="127.0.0.1",
+        addresses=addresses,
         body=b'{"a": 1}',
         headers={"content-type": "application/json"},
         deadline_seconds=deadline,
@@ -49,6 +53,30 @@ def test_the_name_is_sent_and_verified_while_the_given_address_is_reached(
     assert request.path == "/hooks?x=1"
     assert request.body == b'{"a": 1}'
     assert tls_receiver.server_names == [NAME]
+
+
+def test_an_ipv6_address_is_sent_in_brackets_in_the_host_header(authority: Authority) -> None:
+    receiver = Receiver()
+    try:
+        target = check_url(receiver.url_for("[::1]"), allow_http=True, allowed_ports=None)
+        assert target.host == "::1"
+        assert send(receiver.url_for("[::1]"), authority=authority) == 200
+        assert receiver.requests[0].headers["host"] == f"[::1]:{receiver.port}"
+    finally:
+        receiver.stop()
+    assert pinned_http.host_header(Target("https", "2001:db8::1", 443)) == "[2001:db8::1]"
+    assert pinned_http.host_header(Target("https", "receiver.test", 443)) == "receiver.test"
+    assert pinned_http.host_header(Target("http", "receiver.test", 8080)) == "receiver.test:8080"
+
+
+def test_an_address_that_refuses_is_passed_for_the_next_one_checked(
+    authority: Authority, tls_receiver: Receiver
+) -> None:
+    url = tls_receiver.url_for(NAME)
+    assert send(url, authority=authority, addresses=(CLOSED, "127.0.0.1")) == 200
+    assert len(tls_receiver.requests) == 1
+    with pytest.raises(httpcore.ConnectError):
+        send(url, authority=authority, addresses=(CLOSED, CLOSED))
 
 
 def test_a_certificate_for_another_name_is_refused(authority: Authority) -> None:

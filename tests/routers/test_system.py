@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
+from app.internal.webhook_signing import generate_secret
 from app.models import (
     Event,
     EventKind,
@@ -24,6 +25,7 @@ from app.models import (
 )
 from app.scheduled import SCHEDULED_TASKS
 from app.services import system_status
+from app.services.webhooks import configured_secret_box
 from tests.helpers.factories import (
     bearer_token,
     create_admin,
@@ -70,10 +72,15 @@ def test_a_quiet_system_reports_each_task_and_backlog(db: Session, client: TestC
     assert answer["verdict"] == "warning"
 
 
-def pending_delivery(db: Session, *, due: datetime) -> WebhookDelivery:
+def pending_delivery(db: Session, *, due: datetime, enabled: bool = True) -> WebhookDelivery:
     configuration = create_configuration(db, steps=(("a", 1, Decimal("1")),))
     job = create_job(db, configuration=configuration, customer=create_customer(db))
-    endpoint = WebhookEndpoint(url="https://hooks.example.com/in", event_types=["job.completed"])
+    endpoint = WebhookEndpoint(
+        url="https://hooks.example.com/in",
+        event_types=["job.completed"],
+        secret_encrypted=configured_secret_box().encrypt(generate_secret()),
+        enabled=enabled,
+    )
     db.add(endpoint)
     db.flush()
     delivery = WebhookDelivery(
@@ -113,16 +120,29 @@ def test_a_delivery_waiting_for_its_retry_is_no_backlog(db: Session, client: Tes
     assert webhooks["verdict"] == "ok"
 
 
-def test_a_disabled_endpoint_is_a_warning(db: Session, client: TestClient) -> None:
+def test_an_endpoint_delivery_disabled_is_a_warning(db: Session, client: TestClient) -> None:
     db.add(
         WebhookEndpoint(
             url="https://hooks.example.com/in",
             event_types=["job.failed"],
             enabled=False,
+            disabled_at=datetime.now(UTC),
+            disabled_reason="failing for 120 hours",
         )
     )
     webhooks = status_of(client, db)["backlogs"]["webhook_deliveries"]
     assert (webhooks["endpoints_disabled"], webhooks["verdict"]) == (1, "warning")
+
+
+def test_an_endpoint_turned_off_waits_with_its_deliveries_and_is_no_backlog(
+    db: Session, client: TestClient
+) -> None:
+    pending_delivery(db, due=datetime.now(UTC) - timedelta(hours=2), enabled=False)
+    webhooks = status_of(client, db)["backlogs"]["webhook_deliveries"]
+    assert (webhooks["pending"], webhooks["oldest_due_wait_seconds"]) == (1, 0)
+    assert (webhooks["endpoints_disabled"], webhooks["verdict"]) == (0, "ok")
+    waited = system_status.oldest_due_delivery_wait(db, now=datetime.now(UTC))
+    assert waited == timedelta(0)  # the WebhookOldestDueWait metric behind the alarm
 
 
 def test_jobs_past_their_deadline_no_sweep_marked(db: Session, client: TestClient) -> None:

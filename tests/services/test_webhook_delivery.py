@@ -290,6 +290,20 @@ def test_two_workers_never_claim_the_same_delivery() -> None:
         assert webhook_delivery.claim(third, now=now, policy=POLICY) == []  # leased
 
 
+def test_a_claim_late_in_a_long_run_is_leased_from_its_own_time(db: Session) -> None:
+    customer = create_customer(db)
+    register(db, "https://hooks.example/a", customer)
+    completed_job(db, create_configuration(db, steps=STEPS), customer)
+    started = datetime.now(UTC) - timedelta(minutes=30)  # longer ago than a lease lasts
+    the_delivery(db).next_attempt_at = started - timedelta(minutes=1)
+    db.flush()
+    claimed_at = datetime.now(UTC)
+    assert len(webhook_delivery.claim(db, now=started, policy=POLICY)) == 1
+    leased_until = the_delivery(db).leased_until
+    assert leased_until is not None
+    assert leased_until >= claimed_at + POLICY.lease
+
+
 def outbox_rows() -> int:
     with config.database.SessionLocal() as session:
         return session.scalar(select(func.count()).select_from(WebhookDelivery)) or 0
@@ -547,7 +561,7 @@ def test_an_endpoint_from_before_encryption_waits_for_the_task_then_signs_with_i
     completed_job(db, create_configuration(db, steps=STEPS), customer)
     now = datetime.now(UTC)
     assert deliver(sessions, now) == {"delivered": 0, "failed": 0}
-    assert webhooks.reencrypt_secrets(db, now=now, limit=10) == 1
+    assert webhooks.reencrypt_secrets(db, now=now, limit=10).changed == 1
     assert deliver(sessions, now) == {"delivered": 1, "failed": 0}
     assert receiver.requests[0].signed_by(secret)
 

@@ -6,16 +6,18 @@ every secret (a plain one from before encryption included) to it, and forgets ro
 secrets once their overlap is over."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.internal.errors import NotFound
 from app.internal.secret_box import SecretBox, UnreadableSecret
 from app.internal.webhook_signing import generate_secret
 from app.models import WebhookDelivery, WebhookEndpoint, WebhookEventType
+from app.scheduled import TaskRun, reencrypt_webhook_secrets
 from app.schemas.webhook import WebhookCreate, WebhookUpdate
 from app.services import webhooks
 from app.services.access import Caller
@@ -120,9 +122,9 @@ def test_the_task_moves_every_secret_to_the_first_key_and_encrypts_plain_ones(
     db.flush()
 
     use_keys(monkeypatch, NEW_KEY, OLD_KEY)
-    assert webhooks.reencrypt_secrets(db, now=NOW, limit=1) == 1
-    assert webhooks.reencrypt_secrets(db, now=NOW, limit=10) == 1
-    assert webhooks.reencrypt_secrets(db, now=NOW, limit=10) == 0
+    assert webhooks.reencrypt_secrets(db, now=NOW, limit=1).changed == 1
+    assert webhooks.reencrypt_secrets(db, now=NOW, limit=10).changed == 1
+    assert webhooks.reencrypt_secrets(db, now=NOW, limit=10).changed == 0
     use_keys(monkeypatch, NEW_KEY)  # the old key can go now
     db.refresh(under_old)
     db.refresh(plain)
@@ -130,6 +132,59 @@ def test_the_task_moves_every_secret_to_the_first_key_and_encrypts_plain_ones(
     assert webhooks.signing_secrets(plain, now=NOW) == [plain_secret]
     assert plain.unencrypted_secret is None
     assert SecretBox([NEW_KEY]).under_first_key(plain.secret_encrypted or "")
+
+
+def test_auth_cleanup_encrypts_a_plain_secret_the_release_before_stored_and_reads_an_index(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = Caller(create_admin(db))
+    use_keys(monkeypatch, NEW_KEY, OLD_KEY)
+    encrypted = endpoint(db, admin, WebhookEventType.JOB_FAILED)
+    # Registered during a deploy by the release from before encryption.
+    plain_secret = generate_secret()
+    plain = WebhookEndpoint(url=URL, event_types=["job.failed"], unencrypted_secret=plain_secret)
+    db.add(plain)
+    db.flush()
+    before = db.get_one(WebhookEndpoint, encrypted).secret_encrypted
+
+    db.execute(text("SET LOCAL enable_seqscan = off"))
+    plan = "\n".join(
+        db.scalars(
+            text(
+                "EXPLAIN SELECT id FROM webhook_endpoints WHERE secret IS NOT NULL "
+                "ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED"
+            )
+        )
+    )
+    assert "Seq Scan" not in plan, plan
+    assert webhooks.encrypt_plain_secrets(db, limit=10) == 1
+    assert webhooks.encrypt_plain_secrets(db, limit=10) == 0
+    db.refresh(plain)
+    assert plain.unencrypted_secret is None
+    assert webhooks.signing_secrets(plain, now=NOW) == [plain_secret]
+    assert SecretBox([NEW_KEY]).under_first_key(plain.secret_encrypted or "")
+    assert db.get_one(WebhookEndpoint, encrypted).secret_encrypted == before
+
+
+def test_each_batch_of_the_task_goes_on_after_the_last_endpoint_the_one_before_saw(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = Caller(create_admin(db))
+    use_keys(monkeypatch, OLD_KEY)
+    ids = [endpoint(db, admin, WebhookEventType.JOB_FAILED) for _ in range(3)]
+    use_keys(monkeypatch, NEW_KEY, OLD_KEY)
+    starts: list[int] = []
+    reencrypt = webhooks.reencrypt_secrets
+
+    def recording(session: Session, **arguments: Any) -> webhooks.Reencrypted:
+        starts.append(arguments["after_id"])
+        return reencrypt(session, **arguments)
+
+    monkeypatch.setattr(webhooks, "reencrypt_secrets", recording)
+    sessions = sessionmaker(bind=db.connection(), join_transaction_mode="create_savepoint")
+    run = TaskRun(now=NOW, batch_size=1, max_batches=10, session_factory=sessions)
+    assert reencrypt_webhook_secrets(run) == {"webhook_secrets_reencrypted": 3}
+    assert starts == [0, *ids]
 
 
 def test_a_rotated_out_secret_signs_until_its_overlap_ends_and_is_then_forgotten(
@@ -145,8 +200,8 @@ def test_a_rotated_out_secret_signs_until_its_overlap_ends_and_is_then_forgotten
     assert rotated.previous_secret_expires_at == NOW + overlap
     assert webhooks.signing_secrets(rotated, now=NOW + overlap / 2) == [second, *first]
     assert webhooks.signing_secrets(rotated, now=NOW + overlap) == [second]
-    assert webhooks.reencrypt_secrets(db, now=NOW + overlap / 2, limit=10) == 0
-    assert webhooks.reencrypt_secrets(db, now=NOW + overlap, limit=10) == 1
+    assert webhooks.reencrypt_secrets(db, now=NOW + overlap / 2, limit=10).changed == 0
+    assert webhooks.reencrypt_secrets(db, now=NOW + overlap, limit=10).changed == 1
     assert rotated.previous_secret_encrypted is None
     assert rotated.previous_secret_expires_at is None
 
@@ -154,6 +209,19 @@ def test_a_rotated_out_secret_signs_until_its_overlap_ends_and_is_then_forgotten
     _, third = webhooks.rotate_secret(db, caller=admin, webhook_id=webhook_id, now=NOW)
     _, fourth = webhooks.rotate_secret(db, caller=admin, webhook_id=webhook_id, now=NOW)
     assert webhooks.signing_secrets(rotated, now=NOW) == [fourth, third]
+
+
+def test_a_replaced_secret_no_key_decrypts_is_left_out_and_the_current_one_signs(
+    db: Session, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = Caller(create_admin(db))
+    use_keys(monkeypatch, "l" * 40)
+    webhook_id = endpoint(db, admin, WebhookEventType.JOB_FAILED)
+    use_keys(monkeypatch, NEW_KEY)  # the key of the replaced secret was dropped too soon
+    rotated, current = webhooks.rotate_secret(db, caller=admin, webhook_id=webhook_id, now=NOW)
+    assert rotated.previous_secret_encrypted is not None
+    assert webhooks.signing_secrets(rotated, now=NOW) == [current]
+    assert f"Webhook {webhook_id}: its replaced signing secret" in caplog.text
 
 
 def test_a_secret_no_key_decrypts_is_skipped_and_the_others_are_reencrypted(
@@ -165,7 +233,7 @@ def test_a_secret_no_key_decrypts_is_skipped_and_the_others_are_reencrypted(
     use_keys(monkeypatch, OLD_KEY)
     kept = endpoint(db, admin, WebhookEventType.JOB_FAILED)
     use_keys(monkeypatch, NEW_KEY, OLD_KEY)  # the first key was dropped too soon
-    assert webhooks.reencrypt_secrets(db, now=NOW, limit=10) == 1
+    assert webhooks.reencrypt_secrets(db, now=NOW, limit=10).changed == 1
     box = SecretBox([NEW_KEY])
     assert box.under_first_key(db.get_one(WebhookEndpoint, kept).secret_encrypted or "")
     with pytest.raises(UnreadableSecret):
