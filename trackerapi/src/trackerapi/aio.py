@@ -22,9 +22,9 @@ from typing import Any, Literal
 import httpx
 
 from trackerapi import core
-from trackerapi.core import CLOSED, JSON_HEADERS, ConfigSource, JobView, Mode, Settings
+from trackerapi.core import JSON_HEADERS, ConfigSource, JobView, Mode, Settings
 from trackerapi.courier import AsyncCourier, Courier, ErrorCallback
-from trackerapi.errors import ApiError, EventRejected, TrackerError, TrackerUnavailable
+from trackerapi.errors import CLOSED, ApiError, EventRejected, TrackerError, TrackerUnavailable
 from trackerapi.models import Event, EventKind, JobState, PushOutcome
 from trackerapi.transport import AsyncTransport, RetryPolicy, Transport
 from trackerapi.worker import AsyncWorker, entries

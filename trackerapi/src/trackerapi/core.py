@@ -35,7 +35,6 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 MAX_MESSAGE = 4000
 MAX_TRACEBACK_BYTES = 8 * 1024
 JSON_HEADERS = {"Content-Type": "application/json"}
-CLOSED = "this tracker is closed: nothing more can be sent through it"
 ConfigSource = str | Path | ConfigFile | JobConfig | Sequence[JobConfig]
 
 

@@ -19,6 +19,7 @@ import time
 from collections import deque
 
 from trackerapi.courier import AsyncCourier, Courier
+from trackerapi.errors import CLOSED, TrackerError
 from trackerapi.models import Event
 from trackerapi.spool import EntryKind
 
@@ -109,6 +110,8 @@ class Worker:
         self.batches = batches
         self._wake = threading.Event()
         self._room = threading.Condition()
+        # Set by stop() before its flush: from then on `put` refuses events.
+        self._closed = False
         self._stopping = False
         # Events whose sending failed unexpectedly, sent again with the next batch.
         self._held: list[Event] = []
@@ -116,14 +119,25 @@ class Worker:
         self.thread.start()
 
     def put(self, event: Event) -> None:
+        """Queue the event, or raise TrackerError when the worker is stopping. Without a lock:
+        an event added before stop() marks the worker closed is queued before stop's flush;
+        one added after it is taken back and refused, unless stop() took it first (it is then
+        spooled, and the caller told it was queued)."""
         batches = self.batches
         if batches.full():
             # A full queue makes the caller wait for room: slower, but nothing is dropped.
             with self._room:
-                while batches.full() and self.thread.is_alive():
+                while batches.full() and not self._closed and self.thread.is_alive():
                     self._wake.set()
                     self._room.wait(0.1)
-        if batches.add(event) and not self._wake.is_set():
+        wake = batches.add(event)
+        if self._closed:
+            try:
+                batches.items.remove(event)
+            except ValueError:
+                return
+            raise TrackerError(CLOSED)
+        if wake and not self._wake.is_set():
             self._wake.set()
 
     def flush(self, timeout: float | None) -> bool:
@@ -137,18 +151,24 @@ class Worker:
         """Flush within `timeout`, then end the thread; within `timeout` in all. Whatever could
         not be sent by then is spooled (retries are cut short), so nothing queued is lost."""
         give_up_at = time.monotonic() + timeout
+        self._closed = True
+        with self._room:
+            self._room.notify_all()
         marker = _ThreadMarker(stop=True)
         self.batches.add_marker(marker)
         self._wake.set()
         if marker.done.wait(timeout) and not self._held:
-            return marker.delivered
-        self._stopping = True
-        self.courier.transport.cancelled.set()
-        self._wake.set()
-        # The request in flight (if any) ends within its HTTP timeout; its batch is spooled.
-        self.thread.join(max(0.0, give_up_at - time.monotonic()))
+            delivered = marker.delivered
+        else:
+            self._stopping = True
+            self.courier.transport.cancelled.set()
+            self._wake.set()
+            # The request in flight (if any) ends within its HTTP timeout; its batch is spooled.
+            self.thread.join(max(0.0, give_up_at - time.monotonic()))
+            delivered = False
+        # Events added while the worker was being closed, which their callers did not take back.
         self._spool_the_rest()
-        return False
+        return delivered
 
     def _spool_the_rest(self) -> None:
         left, self._held = self._held, []
