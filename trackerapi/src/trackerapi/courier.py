@@ -104,6 +104,16 @@ class Rules:
             group.append(entry)
         return group
 
+    def groups(self, entries: Entries) -> list[list[Entry]]:
+        """Entries cut into requests as the spool's are (for delivery without a spool)."""
+        rest = [Entry(0, kind, body) for kind, body in entries]
+        cut: list[list[Entry]] = []
+        while rest:
+            group = self.next_group(rest[: self.max_batch])
+            cut.append(group)
+            rest = rest[len(group) :]
+        return cut
+
     @staticmethod
     def request_for(group: Sequence[Entry]) -> tuple[str, bytes]:
         """One job creation, or the events as one batch."""
@@ -131,6 +141,9 @@ class Rules:
     def lost(self, entries: Entries) -> None:
         for kind, body in entries:
             self.report(kind, json.loads(body), "the API is unreachable and no spool is set")
+
+    def lost_from(self, groups: list[list[Entry]]) -> None:
+        self.lost([(entry.kind, entry.body) for group in groups for entry in group])
 
     def report(self, kind: EntryKind, body: dict[str, Any], reason: str) -> None:
         what = f"event {body.get('event_id')} of job {body.get('provider_job_id')}"
@@ -175,12 +188,14 @@ class Courier(Rules):
         """Send entries after whatever the spool already holds; True when nothing is left
         waiting. Through the spool, so a batch in flight survives the process dying."""
         if self.spool is None:
-            try:
-                self._send([Entry(0, kind, body) for kind, body in entries], self.retry_policy())
-            except TrackerUnavailable as error:
-                self.mark_down(error)
-                self.keep(entries)
-                return False
+            groups = self.groups(entries)
+            for sent, group in enumerate(groups):
+                try:
+                    self._send(group, self.retry_policy())
+                except TrackerUnavailable as error:
+                    self.mark_down(error)
+                    self.lost_from(groups[sent:])
+                    return False
             return True
         self.keep(entries)
         return self.drain() if try_now else False
@@ -254,13 +269,14 @@ class AsyncCourier(Rules):
     ) -> bool:
         """As Courier.deliver; `kept` is called once the entries are safe in the spool."""
         if self.spool is None:
-            try:
-                group = [Entry(0, kind, body) for kind, body in entries]
-                await self._send(group, self.retry_policy())
-            except TrackerUnavailable as error:
-                self.mark_down(error)
-                await self.keep(entries)
-                return False
+            groups = self.groups(entries)
+            for sent, group in enumerate(groups):
+                try:
+                    await self._send(group, self.retry_policy())
+                except TrackerUnavailable as error:
+                    self.mark_down(error)
+                    self.lost_from(groups[sent:])
+                    return False
             return True
         await self.keep(entries)
         if kept is not None:
