@@ -1,14 +1,18 @@
-"""Closing a tracker while callers report, send or flush: every event a caller was told was
-queued is delivered or spooled, and nothing waits forever. No API is needed: a server that never
-answers keeps a request in flight."""
+"""Closing a tracker (or cancelling its sender) while callers report, send or flush: every
+event a caller was told was queued is delivered or spooled, once, and nothing waits forever.
+No API is needed: a server that never answers keeps a request in flight."""
 
+import asyncio
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.client.support import WAIT_S, silent_server
-from trackerapi import Tracker, TrackerError
+from trackerapi import AsyncTracker, Tracker, TrackerError
 from trackerapi.spool import Spool, key_id
 
 
@@ -57,3 +61,34 @@ def test_every_event_accepted_while_the_tracker_closes_is_spooled(spool_file: Pa
     assert len(refused) == 3
     assert all("closed" in str(error) for error in refused)
     assert spooled(spool_file, base_url, "key") == sum(accepted)
+
+
+def test_cancelling_the_async_sender_while_it_spools_a_batch_keeps_the_batch_once(
+    spool_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def cancelled_mid_append() -> int:
+        tracker = AsyncTracker("key", "http://127.0.0.1:1", spool=spool_file, max_batch=5)
+        assert tracker.spool is not None
+        appending, release = threading.Event(), threading.Event()
+        append = tracker.spool.append
+
+        def slow_append(*args: Any) -> None:
+            appending.set()
+            release.wait(WAIT_S)
+            append(*args)
+
+        monkeypatch.setattr(tracker.spool, "append", slow_append)
+        job = tracker.job_handle(job_id())
+        for n in range(5):  # a full batch: the sender takes it at once and spools it
+            await job.info(f"note {n}")
+        sender = tracker._sender()
+        assert await asyncio.to_thread(appending.wait, WAIT_S)
+        sender.task.cancel()
+        release.set()
+        await asyncio.gather(sender.task, return_exceptions=True)
+        queued = len(tracker._batches.items)
+        await tracker.aclose(timeout=0)
+        return queued
+
+    assert asyncio.run(cancelled_mid_append()) == 0
+    assert spooled(spool_file, "http://127.0.0.1:1", "key") == 5

@@ -256,13 +256,31 @@ class AsyncCourier(Rules):
             self._spooled = count > 0
         return self._spooled
 
-    async def keep(self, entries: Entries) -> bool:
+    async def keep(self, entries: Entries, *, kept: Callable[[], None] | None = None) -> bool:
+        """As Courier.keep; `kept` is called once the entries are in the spool, even when the
+        caller is cancelled meanwhile: a thread cannot be stopped, so the append is waited for
+        to its end (a plain future, which the end of asyncio.run does not cancel), and only then
+        does the cancellation go on, with the caller knowing the entries are kept."""
         if self.spool is None:
             self.lost(entries)
             return False
-        await asyncio.to_thread(self.spool.append, self.base_url, self.key, entries)
-        self._spooled = True
+        append = asyncio.get_running_loop().run_in_executor(
+            None, self.spool.append, self.base_url, self.key, entries
+        )
+        try:
+            await asyncio.shield(append)
+        except asyncio.CancelledError:
+            await asyncio.wait([append])
+            if append.exception() is None:
+                self._kept(kept)
+            raise
+        self._kept(kept)
         return True
+
+    def _kept(self, kept: Callable[[], None] | None) -> None:
+        self._spooled = True
+        if kept is not None:
+            kept()
 
     async def deliver(
         self, entries: Entries, *, try_now: bool = True, kept: Callable[[], None] | None = None
@@ -278,9 +296,7 @@ class AsyncCourier(Rules):
                     self.lost_from(groups[sent:])
                     return False
             return True
-        await self.keep(entries)
-        if kept is not None:
-            kept()
+        await self.keep(entries, kept=kept)
         return await self.drain() if try_now else False
 
     async def drain(self) -> bool:
