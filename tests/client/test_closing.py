@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.client.support import WAIT_S, silent_server
-from trackerapi import AsyncTracker, Tracker, TrackerError
+from trackerapi import AsyncTracker, RetryPolicy, Tracker, TrackerError
 from trackerapi.spool import Spool, key_id
 
 
@@ -92,3 +92,77 @@ def test_cancelling_the_async_sender_while_it_spools_a_batch_keeps_the_batch_onc
 
     assert asyncio.run(cancelled_mid_append()) == 0
     assert spooled(spool_file, "http://127.0.0.1:1", "key") == 5
+
+
+def test_async_callers_waiting_for_room_are_refused_when_the_tracker_closes(
+    spool_file: Path,
+) -> None:
+    async def closed_while_full(base_url: str) -> tuple[list[int], list[BaseException | None]]:
+        tracker = AsyncTracker(
+            "key", base_url, spool=spool_file, max_queue=5, max_batch=5, timeout=WAIT_S
+        )
+        job = tracker.job_handle(job_id())
+        accepted: list[int] = []
+
+        async def report() -> None:
+            count = 0
+            try:
+                while True:
+                    await job.step("step-01")
+                    count += 1
+            finally:
+                accepted.append(count)
+
+        producers = [asyncio.ensure_future(report()) for _ in range(3)]
+        # The sender spools its first batch and sends it, for ever; the producers fill the
+        # queue again and wait for room, which only the answer would make.
+        give_up_at = time.monotonic() + WAIT_S
+        while not (tracker._batches.full() and spooled(spool_file, base_url, "key") == 5):
+            assert time.monotonic() < give_up_at, "the queue never filled"
+            await asyncio.sleep(0.01)
+        await tracker.aclose(timeout=0.3)
+        ended = await asyncio.wait_for(asyncio.gather(*producers, return_exceptions=True), WAIT_S)
+        return accepted, ended
+
+    with silent_server() as base_url:
+        accepted, ended = asyncio.run(closed_while_full(base_url))
+    assert all(isinstance(error, TrackerError) for error in ended)
+    assert spooled(spool_file, base_url, "key") == sum(accepted)
+
+
+def test_flushes_waiting_when_the_async_tracker_closes_are_answered(spool_file: Path) -> None:
+    async def flushes_while_closing(base_url: str) -> list[bool]:
+        tracker = AsyncTracker("key", base_url, spool=spool_file, timeout=WAIT_S)
+        job = tracker.job_handle(job_id())
+        await job.info("in flight")
+        in_flight = asyncio.ensure_future(tracker.flush(None))
+        give_up_at = time.monotonic() + WAIT_S
+        while tracker._batches.items:  # the sender took the event and the flush with it
+            assert time.monotonic() < give_up_at, "the sender never took the batch"
+            await asyncio.sleep(0.01)
+        await job.info("queued")
+        queued = asyncio.ensure_future(tracker.flush(None))
+        await asyncio.sleep(0)
+        await tracker.aclose(timeout=0.3)
+        return list(await asyncio.wait_for(asyncio.gather(in_flight, queued), WAIT_S))
+
+    with silent_server() as base_url:
+        assert asyncio.run(flushes_while_closing(base_url)) == [False, False]
+        assert spooled(spool_file, base_url, "key") == 2
+
+
+def test_a_cancelled_async_sender_is_replaced_by_a_new_one(spool_file: Path) -> None:
+    async def cancelled_sender() -> bool:
+        tracker = AsyncTracker(
+            "key", "http://127.0.0.1:1", spool=spool_file, retry=RetryPolicy(attempts=1)
+        )
+        sender = tracker._sender()
+        sender.task.cancel()
+        await asyncio.gather(sender.task, return_exceptions=True)
+        await tracker.job_handle(job_id()).info("after the cancellation")
+        flushed = await asyncio.wait_for(tracker.flush(None), WAIT_S)
+        await tracker.aclose(timeout=0)
+        return flushed
+
+    assert asyncio.run(cancelled_sender()) is False  # nothing answers: the event is spooled
+    assert spooled(spool_file, "http://127.0.0.1:1", "key") == 1

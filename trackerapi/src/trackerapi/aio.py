@@ -139,7 +139,12 @@ class AsyncTracker(core.Closable):
     def _sender(self) -> AsyncWorker:
         """The sender of the running loop (started at first use)."""
         worker = self._worker
-        if worker is not None and worker.loop is asyncio.get_running_loop():
+        # A sender cancelled (by a task group, a shutdown) is replaced, as one of an old loop is.
+        if (
+            worker is not None
+            and worker.loop is asyncio.get_running_loop()
+            and not worker.task.done()
+        ):
             return worker
         if self._closed:
             raise TrackerError(CLOSED)
@@ -192,14 +197,7 @@ class AsyncTracker(core.Closable):
         worker = self._sender()
         self._closed = True
         self._worker = None
-        delivered = await worker.flush(wait, stop=True)
-        if not worker.task.done():
-            worker.task.cancel()
-            await asyncio.gather(worker.task, return_exceptions=True)
-        if self._batches.items:
-            # Not delivered in time: what is still queued waits in the spool.
-            events, _ = self._batches.take_all()
-            await self._courier.keep(entries(events))
+        delivered = await worker.stop(wait)
         await self._transport.aclose()
         if self.spool is not None:
             await asyncio.to_thread(self.spool.close)

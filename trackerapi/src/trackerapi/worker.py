@@ -231,8 +231,8 @@ class _TaskMarker(Marker):
         self.stop = stop
 
     def settle(self, delivered: bool) -> None:
-        self.delivered = delivered
         if not self.done.done():
+            self.delivered = delivered
             self.done.set_result(delivered)
 
 
@@ -247,15 +247,19 @@ class AsyncWorker:
         self.loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
+        # Set by stop(): from then on `put` refuses events, those waiting for room included.
+        self._closed = False
         batches.idle = True
         self.task = self.loop.create_task(self._run(), name="trackerapi-sender")
 
     async def put(self, event: Event) -> None:
         batches = self.batches
-        while batches.full():
+        while batches.full() and not self._closed:
             self._wake.set()
             self._room.clear()
             await self._room.wait()
+        if self._closed:
+            raise TrackerError(CLOSED)
         if batches.add(event) and not self._wake.is_set():
             self._wake.set()
 
@@ -268,9 +272,26 @@ class AsyncWorker:
         except asyncio.TimeoutError:
             return False
 
+    async def stop(self, timeout: float) -> bool:
+        """As Worker.stop: flush within `timeout`, end the task, spool what is left."""
+        self._closed = True
+        self._room.set()
+        delivered = await self.flush(timeout, stop=True)
+        if not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        events, markers = self.batches.take_all()
+        for marker in markers:
+            assert isinstance(marker, _TaskMarker)
+            marker.settle(False)
+        if events:
+            await self.courier.keep(entries(events))
+        return delivered
+
     async def _run(self) -> None:
         batches = self.batches
         events: list[Event] = []
+        markers: list[Marker] = []
         try:
             while True:
                 batches.idle = True
@@ -302,9 +323,13 @@ class AsyncWorker:
                     return
         except asyncio.CancelledError:
             # The loop is ending (asyncio.run returned) or the tracker closing: what was taken
-            # but not spooled goes back in line, for the exit hook (or the next loop) to send.
+            # but not spooled goes back in line, for the exit hook (or the next loop) to send;
+            # a flush that waited for it is answered (not delivered).
             batches.put_back(events)
             batches.idle = True
+            for marker in markers:
+                assert isinstance(marker, _TaskMarker)
+                marker.settle(False)
             raise
 
     async def _send(self, taken: list[Event], *, flushing: bool) -> bool:
