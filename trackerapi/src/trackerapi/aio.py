@@ -101,6 +101,8 @@ class AsyncTracker(core.Closable):
         return AsyncJob(self, provider_job_id, mode or self.mode, creation=None)
 
     async def _create_job(self, provider_job_id: str, content: str, mode: Mode) -> JobState | None:
+        if self._closed:
+            raise TrackerError(CLOSED)
         courier = self._courier
         if await courier.pending() and not await self._drain():
             await courier.keep([("job", content)])
@@ -127,11 +129,13 @@ class AsyncTracker(core.Closable):
 
     async def get_job(self, provider_job_id: str) -> JobState:
         """The job as the API has it now (needs the `read` scope)."""
-        response = await self._transport.request("GET", f"/jobs/by-provider-id/{provider_job_id}")
+        response = await self.request("GET", f"/jobs/by-provider-id/{provider_job_id}")
         return JobState.model_validate(response.json())
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Any API route, with this client's key, timeouts and retries."""
+        if self._closed:
+            raise TrackerError(CLOSED)
         return await self._transport.request(method, path, **kwargs)
 
     # Sending ------------------------------------------------------------------------------------

@@ -94,6 +94,8 @@ class Tracker(core.Closable):
         return Job(self, provider_job_id, mode or self.mode)
 
     def _create_job(self, provider_job_id: str, content: str, mode: Mode) -> JobState | None:
+        if self._closed:
+            raise TrackerError(CLOSED)
         courier = self._courier
         # Older entries go first; while they cannot be delivered, this creation joins them.
         if courier.pending() and not courier.drain():
@@ -123,12 +125,14 @@ class Tracker(core.Closable):
 
     def get_job(self, provider_job_id: str) -> JobState:
         """The job as the API has it now (needs the `read` scope)."""
-        response = self._transport.request("GET", f"/jobs/by-provider-id/{provider_job_id}")
+        response = self.request("GET", f"/jobs/by-provider-id/{provider_job_id}")
         return JobState.model_validate(response.json())
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Any API route, with this client's key, timeouts and retries; raises ApiError for a
         refusal and TrackerUnavailable when the API cannot be reached."""
+        if self._closed:
+            raise TrackerError(CLOSED)
         return self._transport.request(method, path, **kwargs)
 
     # Sending ------------------------------------------------------------------------------------
