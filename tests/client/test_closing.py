@@ -166,3 +166,21 @@ def test_a_cancelled_async_sender_is_replaced_by_a_new_one(spool_file: Path) -> 
 
     assert asyncio.run(cancelled_sender()) is False  # nothing answers: the event is spooled
     assert spooled(spool_file, "http://127.0.0.1:1", "key") == 1
+
+
+def test_aclose_ends_the_sender_it_wakes_from_its_linger(spool_file: Path) -> None:
+    """stop() wakes the lingering sender and cancels it at once: the cancellation must not be
+    lost to the wake-up, or the sender sends its batch and aclose waits for the request."""
+
+    async def close_while_lingering(base_url: str) -> None:
+        tracker = AsyncTracker(
+            "key", base_url, spool=spool_file, linger=WAIT_S, timeout=2 * WAIT_S,
+            retry=RetryPolicy(deadline=2 * WAIT_S),
+        )  # fmt: skip
+        await tracker.job_handle(job_id()).info("lingering")
+        await asyncio.sleep(0)  # the sender wakes for the event and lingers for more
+        await asyncio.wait_for(tracker.aclose(timeout=0), WAIT_S)
+
+    with silent_server() as base_url:
+        asyncio.run(close_while_lingering(base_url))
+        assert spooled(spool_file, base_url, "key") == 1

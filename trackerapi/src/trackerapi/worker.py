@@ -12,7 +12,6 @@ queued before it has been delivered or spooled. `Batches` holds these rules for 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -267,10 +266,8 @@ class AsyncWorker:
         marker = _TaskMarker(stop=stop)
         self.batches.add_marker(marker)
         self._wake.set()
-        try:
-            return await asyncio.wait_for(asyncio.shield(marker.done), timeout)
-        except asyncio.TimeoutError:
-            return False
+        await asyncio.wait([marker.done], timeout=timeout)
+        return marker.done.done() and marker.done.result()
 
     async def stop(self, timeout: float) -> bool:
         """As Worker.stop: flush within `timeout`, end the task, spool what is left."""
@@ -300,8 +297,7 @@ class AsyncWorker:
                 batches.idle = False
                 self._wake.clear()
                 if batches.worth_lingering():
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), batches.linger)
+                    await self._linger()
                     self._wake.clear()
                 events, markers = batches.take()
                 self._room.set()
@@ -331,6 +327,16 @@ class AsyncWorker:
                 assert isinstance(marker, _TaskMarker)
                 marker.settle(False)
             raise
+
+    async def _linger(self) -> None:
+        """Wait `linger` seconds for a wake-up. With asyncio.wait: before Python 3.12,
+        asyncio.wait_for could swallow a cancellation that came with the wake-up (stop() wakes
+        the sender, then cancels it), and the sender went on to send a batch."""
+        waiter = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait([waiter], timeout=self.batches.linger)
+        finally:
+            waiter.cancel()
 
     async def _send(self, taken: list[Event], *, flushing: bool) -> bool:
         """Deliver what was taken; `taken` is emptied once it is in the spool, so that a
