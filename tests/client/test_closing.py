@@ -13,6 +13,7 @@ import pytest
 
 from tests.client.support import WAIT_S, silent_server
 from trackerapi import AsyncTracker, RetryPolicy, Tracker, TrackerError
+from trackerapi.core import Mode
 from trackerapi.spool import Spool, key_id
 
 
@@ -166,6 +167,36 @@ def test_a_cancelled_async_sender_is_replaced_by_a_new_one(spool_file: Path) -> 
 
     assert asyncio.run(cancelled_sender()) is False  # nothing answers: the event is spooled
     assert spooled(spool_file, "http://127.0.0.1:1", "key") == 1
+
+
+@pytest.mark.parametrize("mode", ["background", "sync"])
+def test_a_cancelled_async_job_block_queues_its_error_and_waits_for_nothing(
+    spool_file: Path, mode: Mode
+) -> None:
+    async def cancelled_block(base_url: str) -> None:
+        tracker = AsyncTracker(
+            "key", base_url, mode=mode, spool=spool_file, timeout=2 * WAIT_S,
+            retry=RetryPolicy(deadline=2 * WAIT_S), exit_timeout=2 * WAIT_S,
+        )  # fmt: skip
+
+        async def block() -> None:
+            async with tracker.job_handle(job_id()):
+                await asyncio.sleep(3600)
+
+        task = asyncio.ensure_future(block())
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.wait([task], timeout=WAIT_S)
+        assert task.cancelled()
+        await tracker.aclose(timeout=0)
+
+    with silent_server() as base_url:
+        asyncio.run(cancelled_block(base_url))
+        spool = Spool(spool_file)
+        [entry] = spool.head(base_url, key_id("key"), 10)
+        spool.close()
+    assert entry.data()["kind"] == "error"
+    assert entry.data()["message"].startswith("CancelledError")
 
 
 def test_aclose_ends_the_sender_it_wakes_from_its_linger(spool_file: Path) -> None:

@@ -354,6 +354,14 @@ class AsyncJob(JobView):
         try:
             if exc is not None and not core.is_clean_exit(exc):
                 message, metadata = core.exception_report(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    # A cancellation must not wait for the network (asyncio.timeout, a task
+                    # group): the report is queued, whatever the mode, and not flushed.
+                    event = core.make_event(
+                        self.provider_job_id, "error", None, message, metadata, None, None
+                    )
+                    await self.tracker._sender().put(event)
+                    return
                 await self.error(message, metadata=metadata)
             if self.mode == "background":
                 await self.flush(timeout=self.tracker.exit_timeout)
