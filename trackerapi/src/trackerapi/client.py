@@ -13,8 +13,9 @@ from typing import Any, Literal
 import httpx
 
 from trackerapi import core
-from trackerapi.core import JSON_HEADERS, ConfigSource, JobView, Mode, Settings
-from trackerapi.courier import Courier, ErrorCallback
+from trackerapi.core import ConfigSource, JobView, Mode, Settings
+from trackerapi.core import __version__ as __version__  # where 1.0.0 had it
+from trackerapi.courier import JSON_HEADERS, Courier, ErrorCallback
 from trackerapi.errors import CLOSED, ApiError, EventRejected, TrackerError, TrackerUnavailable
 from trackerapi.models import Event, EventKind, JobState, PushOutcome
 from trackerapi.transport import RetryPolicy, Transport
@@ -202,7 +203,6 @@ class Tracker(core.Closable):
                 return True
             self._closed = True
         wait = self.exit_timeout if timeout is None else timeout
-        # From now on an event is delivered by its caller (Job._report), not queued.
         worker, self._worker = self._worker, None
         if worker is not None and self._worker_pid == os.getpid():
             delivered = worker.stop(wait)
