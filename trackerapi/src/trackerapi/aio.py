@@ -11,6 +11,7 @@ held back in the queue when cancelled, and the exit hook delivers the queue, blo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from collections.abc import Generator
@@ -22,8 +23,8 @@ from typing import Any, Literal
 import httpx
 
 from trackerapi import core
-from trackerapi.core import JSON_HEADERS, ConfigSource, JobView, Mode, Settings
-from trackerapi.courier import AsyncCourier, Courier, ErrorCallback
+from trackerapi.core import ConfigSource, JobView, Mode, Settings
+from trackerapi.courier import JSON_HEADERS, AsyncCourier, Courier, ErrorCallback
 from trackerapi.errors import CLOSED, ApiError, EventRejected, TrackerError, TrackerUnavailable
 from trackerapi.models import Event, EventKind, JobState, PushOutcome
 from trackerapi.transport import AsyncTransport, RetryPolicy, Transport
@@ -216,7 +217,12 @@ class AsyncTracker(core.Closable):
         self._worker = None
         events, _ = self._batches.take_all()
         budget = self.exit_timeout
-        policy = RetryPolicy(deadline=budget, max_backoff=min(8.0, budget / 4 or 0.01))
+        retry = self.settings.retry
+        policy = dataclasses.replace(
+            retry,
+            deadline=min(retry.deadline, budget),
+            max_backoff=min(retry.max_backoff, budget / 4 or 0.01),
+        )
         transport = Transport(
             self.base_url,
             **self.settings.http(timeout=min(self.settings.timeout, budget), retry=policy),

@@ -35,7 +35,6 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 # What the API takes: messages up to 4,000 characters, metadata up to 16 KiB.
 MAX_MESSAGE = 4000
 MAX_TRACEBACK_BYTES = 8 * 1024
-JSON_HEADERS = {"Content-Type": "application/json"}
 ConfigSource = str | Path | ConfigFile | JobConfig | Sequence[JobConfig]
 
 
@@ -104,7 +103,7 @@ def open_spool(spool: str | Path | Literal[False] | None) -> Spool | None:
     path = Path(spool or os.environ.get("TRACKER_SPOOL") or default_spool_path())
     try:
         return Spool(path)
-    except (OSError, Exception) as error:  # sqlite3.Error, a read-only home, ...
+    except Exception as error:  # OSError (a read-only home), sqlite3.Error, ...
         logger.warning("no spool at %s (%s): an outage will lose events", path, error)
         return None
 
