@@ -215,3 +215,27 @@ def test_aclose_ends_the_sender_it_wakes_from_its_linger(spool_file: Path) -> No
     with silent_server() as base_url:
         asyncio.run(close_while_lingering(base_url))
         assert spooled(spool_file, base_url, "key") == 1
+
+
+def test_a_batch_the_sender_failed_to_send_after_spooling_it_is_spooled_once(
+    spool_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base_url = "http://127.0.0.1:1"
+    tracker = Tracker("key", base_url, spool=spool_file, retry=RetryPolicy(attempts=1))
+    assert tracker.spool is not None
+    head = tracker.spool.head
+    failures = [RuntimeError("the spool could not be read")]
+
+    def failing_head(*args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return head(*args)
+
+    monkeypatch.setattr(tracker.spool, "head", failing_head)
+    job = tracker.job_handle(job_id())
+    for n in range(3):
+        job.info(f"note {n}")
+    assert not tracker.flush(WAIT_S)  # spooled, then the sender failed unexpectedly
+    assert not tracker.flush(WAIT_S)  # nothing answers: the batch stays spooled
+    tracker.close(timeout=0)
+    assert spooled(spool_file, base_url, "key") == 3

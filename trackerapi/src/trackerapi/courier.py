@@ -184,9 +184,12 @@ class Courier(Rules):
         self._spooled = True
         return True
 
-    def deliver(self, entries: Entries, *, try_now: bool = True) -> bool:
+    def deliver(
+        self, entries: Entries, *, try_now: bool = True, kept: Callable[[], None] | None = None
+    ) -> bool:
         """Send entries after whatever the spool already holds; True when nothing is left
-        waiting. Through the spool, so a batch in flight survives the process dying."""
+        waiting. Through the spool, so a batch in flight survives the process dying; `kept` is
+        called once the entries are in it."""
         if self.spool is None:
             groups = self.groups(entries)
             for sent, group in enumerate(groups):
@@ -198,6 +201,8 @@ class Courier(Rules):
                     return False
             return True
         self.keep(entries)
+        if kept is not None:
+            kept()
         return self.drain() if try_now else False
 
     def drain(self) -> bool:

@@ -201,7 +201,8 @@ class Worker:
                 if self._stopping:  # closed under it: the batch was spooled before it was sent
                     return
                 # The thread must outlive anything (a full disk, a locked spool, a bug): a dead
-                # sender would block every caller. The batch is held and sent with the next one.
+                # sender would block every caller. What the spool does not hold yet of the batch
+                # (it is emptied once spooled) is held and sent with the next one.
                 logger.exception("the trackerapi sender failed; %d events are held", len(batch))
                 self._held = batch
                 delivered = False
@@ -221,7 +222,10 @@ class Worker:
         if not batch:
             return self.courier.drain() if flushing else True
         # During an outage only a flush tries the API; other batches just wait in the spool.
-        return self.courier.deliver(entries(batch), try_now=flushing or not self.courier.in_outage)
+        courier = self.courier
+        return courier.deliver(
+            entries(batch), try_now=flushing or not courier.in_outage, kept=batch.clear
+        )
 
 
 class _TaskMarker(Marker):
