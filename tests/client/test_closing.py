@@ -239,3 +239,32 @@ def test_a_batch_the_sender_failed_to_send_after_spooling_it_is_spooled_once(
     assert not tracker.flush(WAIT_S)  # nothing answers: the batch stays spooled
     tracker.close(timeout=0)
     assert spooled(spool_file, base_url, "key") == 3
+
+
+def test_the_async_sender_retries_a_failed_batch_with_the_next_one_not_at_once(
+    spool_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def failing_spool() -> tuple[bool, int, int]:
+        tracker = AsyncTracker("key", "http://127.0.0.1:1", spool=spool_file, linger=0.001)
+        assert tracker.spool is not None
+        appends: list[object] = []
+
+        def failing_append(*args: Any) -> None:
+            appends.append(args)
+            raise OSError("no space left on device")
+
+        append = tracker.spool.append
+        monkeypatch.setattr(tracker.spool, "append", failing_append)
+        await tracker.job_handle(job_id()).info("held")
+        flushed = await tracker.flush(WAIT_S)
+        after_flush = len(appends)
+        await asyncio.sleep(0.2)  # many lingers: a sender that put the batch back retries it
+        after_a_while = len(appends)
+        monkeypatch.setattr(tracker.spool, "append", append)
+        await tracker.aclose(timeout=0)  # the held event is spooled
+        return flushed, after_flush, after_a_while
+
+    flushed, after_flush, after_a_while = asyncio.run(failing_spool())
+    assert not flushed
+    assert after_a_while == after_flush == 1
+    assert spooled(spool_file, "http://127.0.0.1:1", "key") == 1

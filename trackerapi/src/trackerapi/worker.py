@@ -292,6 +292,7 @@ class AsyncWorker:
     async def _run(self) -> None:
         batches = self.batches
         events: list[Event] = []
+        held: list[Event] = []
         markers: list[Marker] = []
         try:
             while True:
@@ -303,18 +304,20 @@ class AsyncWorker:
                 if batches.worth_lingering():
                     await self._linger()
                     self._wake.clear()
-                events, markers = batches.take()
+                taken, markers = batches.take()
+                events, held = held + taken, []
                 self._room.set()
                 try:
                     delivered = await self._send(events, flushing=bool(markers))
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    # As the thread does: held, and sent with the next batch (not put back in
+                    # the queue, which the sender would take again at once, for ever).
                     logger.exception(
                         "the trackerapi sender failed; %d events are held", len(events)
                     )
-                    batches.put_back(events)
-                    delivered = False
+                    held, delivered = events, False
                 events = []
                 for marker in markers:
                     assert isinstance(marker, _TaskMarker)
@@ -325,7 +328,7 @@ class AsyncWorker:
             # The loop is ending (asyncio.run returned) or the tracker closing: what was taken
             # but not spooled goes back in line, for the exit hook (or the next loop) to send;
             # a flush that waited for it is answered (not delivered).
-            batches.put_back(events)
+            batches.put_back(held + events)
             batches.idle = True
             for marker in markers:
                 assert isinstance(marker, _TaskMarker)
