@@ -105,7 +105,8 @@ class AsyncTracker(core.Closable):
         if self._closed:
             raise TrackerError(CLOSED)
         courier = self._courier
-        if await courier.pending() and not await self._drain():
+        # As Tracker's: older entries go first; while they cannot be delivered, this joins them.
+        if await courier.pending() and not await courier.drain():
             await courier.keep([("job", content)])
             core.raise_if_strict(self.settings, f"job {provider_job_id} was spooled")
             return None
@@ -155,10 +156,6 @@ class AsyncTracker(core.Closable):
             raise TrackerError(CLOSED)
         self._worker = AsyncWorker(self._courier, self._batches)
         return self._worker
-
-    async def _drain(self) -> bool:
-        """The queue and the spool, delivered in order (the sender's work, awaited)."""
-        return await self._sender().flush(None)
 
     async def _send_now(self, event: Event, *, job_id: int | None) -> dict[str, Any] | None:
         """As Tracker._send_now, awaited."""
