@@ -70,7 +70,8 @@ class Rules:
         return SINGLE_TRY if self.in_outage else None
 
     def mark_down(self, error: TrackerUnavailable) -> None:
-        self._down_until = time.monotonic() + OUTAGE_SECONDS
+        """An outage of OUTAGE_SECONDS, or as long as the API's Retry-After asked, if longer."""
+        self._down_until = time.monotonic() + max(OUTAGE_SECONDS, error.retry_after or 0.0)
         logger.warning("the tracker API is unavailable: %s", error)
 
     def mark_up(self) -> None:
