@@ -3,6 +3,8 @@ event a caller was told was queued is delivered or spooled, once, and nothing wa
 No API is needed: a server that never answers keeps a request in flight."""
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from root import ROOT_DIR
 from tests.client.support import WAIT_S, silent_server
 from trackerapi import AsyncTracker, RetryPolicy, Tracker, TrackerError
 from trackerapi.core import Mode
@@ -268,3 +271,33 @@ def test_the_async_sender_retries_a_failed_batch_with_the_next_one_not_at_once(
     assert not flushed
     assert after_a_while == after_flush == 1
     assert spooled(spool_file, "http://127.0.0.1:1", "key") == 1
+
+
+@pytest.mark.parametrize("client", ["Tracker", "AsyncTracker"])
+def test_the_exit_hook_ends_within_exit_timeout_and_spools_what_it_could_not_send(
+    spool_file: Path, client: str
+) -> None:
+    """A server that never answers, requests that would wait two minutes: the program still
+    ends within its exit_timeout (the subprocess's bound is generous), its events spooled."""
+    with silent_server() as base_url:
+        options = (
+            f"{base_url!r}, spool={str(spool_file)!r}, exit_timeout=1, timeout=120, "
+            "retry=RetryPolicy(deadline=120)"
+        )
+        report = (
+            "for n in range(3):\n    tracker.job_handle('exit').info(f'note {n}')"
+            if client == "Tracker"
+            else "async def main():\n"
+            "    for n in range(3):\n        await tracker.job_handle('exit').info(f'note {n}')\n"
+            "asyncio.run(main())"
+        )
+        program = (
+            "import asyncio\nfrom trackerapi import AsyncTracker, RetryPolicy, Tracker\n"
+            f"tracker = {client}('key', {options})\n{report}\n"
+        )
+        finished = subprocess.run(
+            [sys.executable, "-c", program], cwd=ROOT_DIR, capture_output=True, text=True,
+            timeout=WAIT_S,
+        )  # fmt: skip
+        assert finished.returncode == 0, finished.stderr
+        assert spooled(spool_file, base_url, "key") == 3
