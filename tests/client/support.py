@@ -79,6 +79,14 @@ class ApiServer:
         self._process = None
 
 
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """The base URL of a server that takes connections and never answers: a request to it is
+    in flight until its timeout."""
+    with socket.create_server((LOCALHOST, 0), backlog=64) as listener:
+        yield f"http://{LOCALHOST}:{listener.getsockname()[1]}"
+
+
 def test_database_url() -> str:
     """The database this test run uses, as the configured test settings name it."""
     return config.database.url.render_as_string(hide_password=False)

@@ -144,8 +144,12 @@ def test_an_event_is_sent_as_it_was_when_reported_and_bad_metadata_raises_to_the
     tracker = Tracker(account.api_key, api_server.base_url, spool=spool_file, linger=600)
     job = tracker.job(f"meta-{uuid.uuid4().hex[:8]}", tag=account.tag)
     metadata: dict[str, Any] = {"pages": 1}
-    job.info("first", metadata=metadata)
+    first = job.info("first", metadata=metadata)
     metadata["pages"] = 2
+    with pytest.raises(AttributeError):
+        first.event_id = "another"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        first.message = "changed"  # type: ignore[misc]
     with pytest.raises(TypeError, match="metadata must be JSON"):
         job.info("unserialisable", metadata={"when": object()})
     job.info("after", metadata=metadata)

@@ -175,6 +175,12 @@ def test_a_closed_tracker_says_so_rather_than_lose_an_event(spool_file: Path, mo
         job.step(TAGS[0])
     with pytest.raises(TrackerError, match="closed"):
         tracker.flush()
+    with pytest.raises(TrackerError, match="closed"):
+        tracker.job(job_id(), tag=TAGS[0])
+    with pytest.raises(TrackerError, match="closed"):
+        tracker.get_job(job.provider_job_id)
+    with pytest.raises(TrackerError, match="closed"):
+        tracker.request("GET", "/health")
 
     async def reported() -> None:
         async_tracker = AsyncTracker("key", "http://127.0.0.1:1", mode=mode, spool=spool_file)  # type: ignore[arg-type]
@@ -182,5 +188,11 @@ def test_a_closed_tracker_says_so_rather_than_lose_an_event(spool_file: Path, mo
         await async_tracker.aclose(timeout=0)
         with pytest.raises(TrackerError, match="closed"):
             await async_job.info("late")
+        with pytest.raises(TrackerError, match="closed"):
+            await async_tracker.job(job_id(), tag=TAGS[0])
+        with pytest.raises(TrackerError, match="closed"):
+            await async_tracker.get_job(async_job.provider_job_id)
+        with pytest.raises(TrackerError, match="closed"):
+            await async_tracker.request("GET", "/health")
 
     asyncio.run(reported())

@@ -2,6 +2,7 @@
 503 with Retry-After), and its login throttle (429 with Retry-After)."""
 
 import logging
+import time
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.client.support import (
 from tests.helpers.capture import captured_records
 from tests.helpers.factories import PASSWORD
 from trackerapi import ApiError, RetryPolicy, Tracker, TrackerUnavailable
+from trackerapi.courier import OUTAGE_SECONDS, Rules
 
 TAGS = [tag for tag, _, _ in PIPELINE_STEPS]
 
@@ -135,3 +137,12 @@ def test_the_apis_429_retry_after_is_honoured_never_cut_short(
     with pytest.raises(ApiError):  # a plain refusal is not retried either
         tracker.request("GET", "/jobs/by-provider-id/none-such")
     tracker.close()
+
+
+def test_an_outage_lasts_as_long_as_the_apis_retry_after_asked() -> None:
+    rules = Rules(None, base_url="http://127.0.0.1:1", on_error=None, max_batch=1,
+                  max_batch_bytes=1, key="k")  # fmt: skip
+    rules.mark_down(TrackerUnavailable("429 Too Many Requests", retry_after=600))
+    assert rules._down_until - time.monotonic() > OUTAGE_SECONDS
+    rules.mark_down(TrackerUnavailable("connection refused"))
+    assert rules.in_outage

@@ -11,6 +11,7 @@ held back in the queue when cancelled, and the exit hook delivers the queue, blo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from collections.abc import Generator
@@ -22,9 +23,9 @@ from typing import Any, Literal
 import httpx
 
 from trackerapi import core
-from trackerapi.core import CLOSED, JSON_HEADERS, ConfigSource, JobView, Mode, Settings
-from trackerapi.courier import AsyncCourier, Courier, ErrorCallback
-from trackerapi.errors import ApiError, EventRejected, TrackerError, TrackerUnavailable
+from trackerapi.core import ConfigSource, JobView, Mode, Settings
+from trackerapi.courier import JSON_HEADERS, AsyncCourier, Courier, ErrorCallback
+from trackerapi.errors import CLOSED, ApiError, EventRejected, TrackerError, TrackerUnavailable
 from trackerapi.models import Event, EventKind, JobState, PushOutcome
 from trackerapi.transport import AsyncTransport, RetryPolicy, Transport
 from trackerapi.worker import AsyncWorker, entries
@@ -101,8 +102,11 @@ class AsyncTracker(core.Closable):
         return AsyncJob(self, provider_job_id, mode or self.mode, creation=None)
 
     async def _create_job(self, provider_job_id: str, content: str, mode: Mode) -> JobState | None:
+        if self._closed:
+            raise TrackerError(CLOSED)
         courier = self._courier
-        if await courier.pending() and not await self._drain():
+        # As Tracker's: older entries go first; while they cannot be delivered, this joins them.
+        if await courier.pending() and not await courier.drain():
             await courier.keep([("job", content)])
             core.raise_if_strict(self.settings, f"job {provider_job_id} was spooled")
             return None
@@ -127,11 +131,13 @@ class AsyncTracker(core.Closable):
 
     async def get_job(self, provider_job_id: str) -> JobState:
         """The job as the API has it now (needs the `read` scope)."""
-        response = await self._transport.request("GET", f"/jobs/by-provider-id/{provider_job_id}")
+        response = await self.request("GET", f"/jobs/by-provider-id/{provider_job_id}")
         return JobState.model_validate(response.json())
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Any API route, with this client's key, timeouts and retries."""
+        if self._closed:
+            raise TrackerError(CLOSED)
         return await self._transport.request(method, path, **kwargs)
 
     # Sending ------------------------------------------------------------------------------------
@@ -139,16 +145,17 @@ class AsyncTracker(core.Closable):
     def _sender(self) -> AsyncWorker:
         """The sender of the running loop (started at first use)."""
         worker = self._worker
-        if worker is not None and worker.loop is asyncio.get_running_loop():
+        # A sender cancelled (by a task group, a shutdown) is replaced, as one of an old loop is.
+        if (
+            worker is not None
+            and worker.loop is asyncio.get_running_loop()
+            and not worker.task.done()
+        ):
             return worker
         if self._closed:
             raise TrackerError(CLOSED)
         self._worker = AsyncWorker(self._courier, self._batches)
         return self._worker
-
-    async def _drain(self) -> bool:
-        """The queue and the spool, delivered in order (the sender's work, awaited)."""
-        return await self._sender().flush(None)
 
     async def _send_now(self, event: Event, *, job_id: int | None) -> dict[str, Any] | None:
         """As Tracker._send_now, awaited."""
@@ -192,14 +199,7 @@ class AsyncTracker(core.Closable):
         worker = self._sender()
         self._closed = True
         self._worker = None
-        delivered = await worker.flush(wait, stop=True)
-        if not worker.task.done():
-            worker.task.cancel()
-            await asyncio.gather(worker.task, return_exceptions=True)
-        if self._batches.items:
-            # Not delivered in time: what is still queued waits in the spool.
-            events, _ = self._batches.take_all()
-            await self._courier.keep(entries(events))
+        delivered = await worker.stop(wait)
         await self._transport.aclose()
         if self.spool is not None:
             await asyncio.to_thread(self.spool.close)
@@ -214,7 +214,12 @@ class AsyncTracker(core.Closable):
         self._worker = None
         events, _ = self._batches.take_all()
         budget = self.exit_timeout
-        policy = RetryPolicy(deadline=budget, max_backoff=min(8.0, budget / 4 or 0.01))
+        retry = self.settings.retry
+        policy = dataclasses.replace(
+            retry,
+            deadline=min(retry.deadline, budget),
+            max_backoff=min(retry.max_backoff, budget / 4 or 0.01),
+        )
         transport = Transport(
             self.base_url,
             **self.settings.http(timeout=min(self.settings.timeout, budget), retry=policy),
@@ -352,6 +357,14 @@ class AsyncJob(JobView):
         try:
             if exc is not None and not core.is_clean_exit(exc):
                 message, metadata = core.exception_report(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    # A cancellation must not wait for the network (asyncio.timeout, a task
+                    # group): the report is queued, whatever the mode, and not flushed.
+                    event = core.make_event(
+                        self.provider_job_id, "error", None, message, metadata, None, None
+                    )
+                    await self.tracker._sender().put(event)
+                    return
                 await self.error(message, metadata=metadata)
             if self.mode == "background":
                 await self.flush(timeout=self.tracker.exit_timeout)

@@ -13,9 +13,10 @@ from typing import Any, Literal
 import httpx
 
 from trackerapi import core
-from trackerapi.core import CLOSED, JSON_HEADERS, ConfigSource, JobView, Mode, Settings
-from trackerapi.courier import Courier, ErrorCallback
-from trackerapi.errors import ApiError, EventRejected, TrackerError, TrackerUnavailable
+from trackerapi.core import ConfigSource, JobView, Mode, Settings
+from trackerapi.core import __version__ as __version__  # where 1.0.0 had it
+from trackerapi.courier import JSON_HEADERS, Courier, ErrorCallback
+from trackerapi.errors import CLOSED, ApiError, EventRejected, TrackerError, TrackerUnavailable
 from trackerapi.models import Event, EventKind, JobState, PushOutcome
 from trackerapi.transport import RetryPolicy, Transport
 from trackerapi.worker import Worker
@@ -94,6 +95,8 @@ class Tracker(core.Closable):
         return Job(self, provider_job_id, mode or self.mode)
 
     def _create_job(self, provider_job_id: str, content: str, mode: Mode) -> JobState | None:
+        if self._closed:
+            raise TrackerError(CLOSED)
         courier = self._courier
         # Older entries go first; while they cannot be delivered, this creation joins them.
         if courier.pending() and not courier.drain():
@@ -123,12 +126,14 @@ class Tracker(core.Closable):
 
     def get_job(self, provider_job_id: str) -> JobState:
         """The job as the API has it now (needs the `read` scope)."""
-        response = self._transport.request("GET", f"/jobs/by-provider-id/{provider_job_id}")
+        response = self.request("GET", f"/jobs/by-provider-id/{provider_job_id}")
         return JobState.model_validate(response.json())
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Any API route, with this client's key, timeouts and retries; raises ApiError for a
         refusal and TrackerUnavailable when the API cannot be reached."""
+        if self._closed:
+            raise TrackerError(CLOSED)
         return self._transport.request(method, path, **kwargs)
 
     # Sending ------------------------------------------------------------------------------------
@@ -198,7 +203,6 @@ class Tracker(core.Closable):
                 return True
             self._closed = True
         wait = self.exit_timeout if timeout is None else timeout
-        # From now on an event is delivered by its caller (Job._report), not queued.
         worker, self._worker = self._worker, None
         if worker is not None and self._worker_pid == os.getpid():
             delivered = worker.stop(wait)

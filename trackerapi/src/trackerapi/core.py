@@ -5,6 +5,7 @@ creation are made, a job's state, the configuration file, and the exit hook. Onl
 from __future__ import annotations
 
 import atexit
+import importlib
 import json
 import logging
 import os
@@ -34,8 +35,6 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 # What the API takes: messages up to 4,000 characters, metadata up to 16 KiB.
 MAX_MESSAGE = 4000
 MAX_TRACEBACK_BYTES = 8 * 1024
-JSON_HEADERS = {"Content-Type": "application/json"}
-CLOSED = "this tracker is closed: nothing more can be sent through it"
 ConfigSource = str | Path | ConfigFile | JobConfig | Sequence[JobConfig]
 
 
@@ -104,7 +103,7 @@ def open_spool(spool: str | Path | Literal[False] | None) -> Spool | None:
     path = Path(spool or os.environ.get("TRACKER_SPOOL") or default_spool_path())
     try:
         return Spool(path)
-    except (OSError, Exception) as error:  # sqlite3.Error, a read-only home, ...
+    except Exception as error:  # OSError (a read-only home), sqlite3.Error, ...
         logger.warning("no spool at %s (%s): an outage will lose events", path, error)
         return None
 
@@ -127,14 +126,40 @@ def job_body(
     return json.dumps(body, separators=(",", ":"))
 
 
-# Event ids: 128 random bits from a generator of the client's own, seeded from the system's
-# entropy (again in a forked child, which must not repeat its parent's ids). Not os.urandom per
-# event: that system call releases the interpreter lock, and with several threads stepping, the
-# caller waited for the others to hand it back (hundreds of microseconds at p99). Not the
-# `random` module's generator either: a script that seeds it would repeat its ids, run after run.
-_ids = random.Random()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_ids.seed)
+class EventIds:
+    """Event ids: 128 random bits from a generator of the client's own, seeded from the system's
+    entropy. Not os.urandom per event: that system call releases the interpreter lock, and with
+    several threads stepping, the caller waited for the others to hand it back (hundreds of
+    microseconds at p99). Not the `random` module's generator either: a script that seeds it
+    would repeat its ids, run after run.
+
+    A copy of the process must not repeat the ids of the process it was copied from: the API
+    would take a different event with the same id for a resend and drop it. Every fork gives
+    the copy a new pid, Python's own or not (a pre-forking server's C fork() runs none of
+    Python's fork hooks), so a changed pid reseeds. A Lambda SnapStart snapshot restored keeps
+    its pid: its after-restore hook reseeds."""
+
+    def __init__(self) -> None:
+        self._random = random.Random()
+        self._pid = os.getpid()
+
+    def reseed(self) -> None:
+        self._random.seed()
+        self._pid = os.getpid()
+
+    def new(self) -> str:
+        if os.getpid() != self._pid:
+            self.reseed()
+        return f"{self._random.getrandbits(128):032x}"
+
+
+_ids = EventIds()
+try:
+    _snapshots = importlib.import_module("snapshot_restore_py")  # in Lambda's Python runtimes
+except ImportError:
+    pass
+else:
+    _snapshots.register_after_restore(_ids.reseed)
 
 
 def make_event(
@@ -150,7 +175,7 @@ def make_event(
     return Event(
         provider_job_id=provider_job_id,
         kind=kind,
-        event_id=event_id or f"{_ids.getrandbits(128):032x}",
+        event_id=event_id or _ids.new(),
         occurred_at=occurred_at or datetime.now(timezone.utc),
         name=name,
         message=message,

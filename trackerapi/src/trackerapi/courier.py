@@ -70,7 +70,8 @@ class Rules:
         return SINGLE_TRY if self.in_outage else None
 
     def mark_down(self, error: TrackerUnavailable) -> None:
-        self._down_until = time.monotonic() + OUTAGE_SECONDS
+        """An outage of OUTAGE_SECONDS, or as long as the API's Retry-After asked, if longer."""
+        self._down_until = time.monotonic() + max(OUTAGE_SECONDS, error.retry_after or 0.0)
         logger.warning("the tracker API is unavailable: %s", error)
 
     def mark_up(self) -> None:
@@ -104,6 +105,16 @@ class Rules:
             group.append(entry)
         return group
 
+    def groups(self, entries: Entries) -> list[list[Entry]]:
+        """Entries cut into requests as the spool's are (for delivery without a spool)."""
+        rest = [Entry(0, kind, body) for kind, body in entries]
+        cut: list[list[Entry]] = []
+        while rest:
+            group = self.next_group(rest[: self.max_batch])
+            cut.append(group)
+            rest = rest[len(group) :]
+        return cut
+
     @staticmethod
     def request_for(group: Sequence[Entry]) -> tuple[str, bytes]:
         """One job creation, or the events as one batch."""
@@ -131,6 +142,9 @@ class Rules:
     def lost(self, entries: Entries) -> None:
         for kind, body in entries:
             self.report(kind, json.loads(body), "the API is unreachable and no spool is set")
+
+    def lost_from(self, groups: list[list[Entry]]) -> None:
+        self.lost([(entry.kind, entry.body) for group in groups for entry in group])
 
     def report(self, kind: EntryKind, body: dict[str, Any], reason: str) -> None:
         what = f"event {body.get('event_id')} of job {body.get('provider_job_id')}"
@@ -171,18 +185,25 @@ class Courier(Rules):
         self._spooled = True
         return True
 
-    def deliver(self, entries: Entries, *, try_now: bool = True) -> bool:
+    def deliver(
+        self, entries: Entries, *, try_now: bool = True, kept: Callable[[], None] | None = None
+    ) -> bool:
         """Send entries after whatever the spool already holds; True when nothing is left
-        waiting. Through the spool, so a batch in flight survives the process dying."""
+        waiting. Through the spool, so a batch in flight survives the process dying; `kept` is
+        called once the entries are in it."""
         if self.spool is None:
-            try:
-                self._send([Entry(0, kind, body) for kind, body in entries], self.retry_policy())
-            except TrackerUnavailable as error:
-                self.mark_down(error)
-                self.keep(entries)
-                return False
+            groups = self.groups(entries)
+            for sent, group in enumerate(groups):
+                try:
+                    self._send(group, self.retry_policy())
+                except TrackerUnavailable as error:
+                    self.mark_down(error)
+                    self.lost_from(groups[sent:])
+                    return False
             return True
         self.keep(entries)
+        if kept is not None:
+            kept()
         return self.drain() if try_now else False
 
     def drain(self) -> bool:
@@ -241,30 +262,47 @@ class AsyncCourier(Rules):
             self._spooled = count > 0
         return self._spooled
 
-    async def keep(self, entries: Entries) -> bool:
+    async def keep(self, entries: Entries, *, kept: Callable[[], None] | None = None) -> bool:
+        """As Courier.keep; `kept` is called once the entries are in the spool, even when the
+        caller is cancelled meanwhile: a thread cannot be stopped, so the append is waited for
+        to its end (a plain future, which the end of asyncio.run does not cancel), and only then
+        does the cancellation go on, with the caller knowing the entries are kept."""
         if self.spool is None:
             self.lost(entries)
             return False
-        await asyncio.to_thread(self.spool.append, self.base_url, self.key, entries)
-        self._spooled = True
+        append = asyncio.get_running_loop().run_in_executor(
+            None, self.spool.append, self.base_url, self.key, entries
+        )
+        try:
+            await asyncio.shield(append)
+        except asyncio.CancelledError:
+            await asyncio.wait([append])
+            if append.exception() is None:
+                self._kept(kept)
+            raise
+        self._kept(kept)
         return True
+
+    def _kept(self, kept: Callable[[], None] | None) -> None:
+        self._spooled = True
+        if kept is not None:
+            kept()
 
     async def deliver(
         self, entries: Entries, *, try_now: bool = True, kept: Callable[[], None] | None = None
     ) -> bool:
         """As Courier.deliver; `kept` is called once the entries are safe in the spool."""
         if self.spool is None:
-            try:
-                group = [Entry(0, kind, body) for kind, body in entries]
-                await self._send(group, self.retry_policy())
-            except TrackerUnavailable as error:
-                self.mark_down(error)
-                await self.keep(entries)
-                return False
+            groups = self.groups(entries)
+            for sent, group in enumerate(groups):
+                try:
+                    await self._send(group, self.retry_policy())
+                except TrackerUnavailable as error:
+                    self.mark_down(error)
+                    self.lost_from(groups[sent:])
+                    return False
             return True
-        await self.keep(entries)
-        if kept is not None:
-            kept()
+        await self.keep(entries, kept=kept)
         return await self.drain() if try_now else False
 
     async def drain(self) -> bool:

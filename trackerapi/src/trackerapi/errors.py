@@ -7,6 +7,7 @@ from typing import Any
 # The answers that refuse a request's content for good: a spooled entry refused so is dropped
 # (and reported); after any other refusal it stays spooled.
 CONTENT_REFUSALS = frozenset({400, 404, 409, 413, 422})
+CLOSED = "this tracker is closed: nothing more can be sent through it"
 
 
 class TrackerError(Exception):

@@ -136,18 +136,18 @@ class Event:
     Built in the caller's thread, so it does only what must happen there: the metadata is
     serialised now (changing the dict afterwards changes nothing sent, and a value JSON cannot
     hold raises TypeError to the caller) and a naive `occurred_at` is refused (ValueError); the
-    rest of the JSON is written by the sender, from values that cannot change."""
+    rest of the JSON is written by the sender, from values that cannot change (read-only)."""
 
     __slots__ = (
         "_content",
+        "_event_id",
+        "_kind",
+        "_message",
+        "_metadata",
         "_metadata_json",
-        "event_id",
-        "kind",
-        "message",
-        "metadata",
-        "name",
-        "occurred_at",
-        "provider_job_id",
+        "_name",
+        "_occurred_at",
+        "_provider_job_id",
     )  # fmt: skip
 
     def __init__(
@@ -166,13 +166,13 @@ class Event:
                 f"occurred_at must be timezone-aware, not the naive {occurred_at.isoformat()}: "
                 "a naive time names no instant (use datetime.now(timezone.utc), say)"
             )
-        self.provider_job_id = provider_job_id
-        self.kind = kind
-        self.event_id = event_id
-        self.occurred_at = occurred_at
-        self.name = name
-        self.message = message
-        self.metadata = metadata
+        self._provider_job_id = provider_job_id
+        self._kind = kind
+        self._event_id = event_id
+        self._occurred_at = occurred_at
+        self._name = name
+        self._message = message
+        self._metadata = metadata
         self._content: str | None = None
         self._metadata_json: str | None = None
         if metadata is not None:
@@ -182,6 +182,35 @@ class Event:
                 )
             except (TypeError, ValueError) as error:
                 raise TypeError(f"the event's metadata must be JSON: {error}") from None
+
+    @property
+    def provider_job_id(self) -> str:
+        return self._provider_job_id
+
+    @property
+    def kind(self) -> EventKind:
+        return self._kind
+
+    @property
+    def event_id(self) -> str:
+        return self._event_id
+
+    @property
+    def occurred_at(self) -> datetime:
+        return self._occurred_at
+
+    @property
+    def name(self) -> str | None:
+        return self._name
+
+    @property
+    def message(self) -> str | None:
+        return self._message
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """The dict given (what is sent was serialised from it when the event was made)."""
+        return self._metadata
 
     def __repr__(self) -> str:
         return (

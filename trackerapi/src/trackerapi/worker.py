@@ -12,13 +12,13 @@ queued before it has been delivered or spooled. `Batches` holds these rules for 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
 from collections import deque
 
 from trackerapi.courier import AsyncCourier, Courier
+from trackerapi.errors import CLOSED, TrackerError
 from trackerapi.models import Event
 from trackerapi.spool import EntryKind
 
@@ -109,6 +109,8 @@ class Worker:
         self.batches = batches
         self._wake = threading.Event()
         self._room = threading.Condition()
+        # Set by stop() before its flush: from then on `put` refuses events.
+        self._closed = False
         self._stopping = False
         # Events whose sending failed unexpectedly, sent again with the next batch.
         self._held: list[Event] = []
@@ -116,14 +118,25 @@ class Worker:
         self.thread.start()
 
     def put(self, event: Event) -> None:
+        """Queue the event, or raise TrackerError when the worker is stopping. Without a lock:
+        an event added before stop() marks the worker closed is queued before stop's flush;
+        one added after it is taken back and refused, unless stop() took it first (it is then
+        spooled, and the caller told it was queued)."""
         batches = self.batches
         if batches.full():
             # A full queue makes the caller wait for room: slower, but nothing is dropped.
             with self._room:
-                while batches.full() and self.thread.is_alive():
+                while batches.full() and not self._closed and self.thread.is_alive():
                     self._wake.set()
                     self._room.wait(0.1)
-        if batches.add(event) and not self._wake.is_set():
+        wake = batches.add(event)
+        if self._closed:
+            try:
+                batches.items.remove(event)
+            except ValueError:
+                return
+            raise TrackerError(CLOSED)
+        if wake and not self._wake.is_set():
             self._wake.set()
 
     def flush(self, timeout: float | None) -> bool:
@@ -137,18 +150,24 @@ class Worker:
         """Flush within `timeout`, then end the thread; within `timeout` in all. Whatever could
         not be sent by then is spooled (retries are cut short), so nothing queued is lost."""
         give_up_at = time.monotonic() + timeout
+        self._closed = True
+        with self._room:
+            self._room.notify_all()
         marker = _ThreadMarker(stop=True)
         self.batches.add_marker(marker)
         self._wake.set()
         if marker.done.wait(timeout) and not self._held:
-            return marker.delivered
-        self._stopping = True
-        self.courier.transport.cancelled.set()
-        self._wake.set()
-        # The request in flight (if any) ends within its HTTP timeout; its batch is spooled.
-        self.thread.join(max(0.0, give_up_at - time.monotonic()))
+            delivered = marker.delivered
+        else:
+            self._stopping = True
+            self.courier.transport.cancelled.set()
+            self._wake.set()
+            # The request in flight (if any) ends within its HTTP timeout; its batch is spooled.
+            self.thread.join(max(0.0, give_up_at - time.monotonic()))
+            delivered = False
+        # Events added while the worker was being closed, which their callers did not take back.
         self._spool_the_rest()
-        return False
+        return delivered
 
     def _spool_the_rest(self) -> None:
         left, self._held = self._held, []
@@ -182,7 +201,8 @@ class Worker:
                 if self._stopping:  # closed under it: the batch was spooled before it was sent
                     return
                 # The thread must outlive anything (a full disk, a locked spool, a bug): a dead
-                # sender would block every caller. The batch is held and sent with the next one.
+                # sender would block every caller. What the spool does not hold yet of the batch
+                # (it is emptied once spooled) is held and sent with the next one.
                 logger.exception("the trackerapi sender failed; %d events are held", len(batch))
                 self._held = batch
                 delivered = False
@@ -202,7 +222,10 @@ class Worker:
         if not batch:
             return self.courier.drain() if flushing else True
         # During an outage only a flush tries the API; other batches just wait in the spool.
-        return self.courier.deliver(entries(batch), try_now=flushing or not self.courier.in_outage)
+        courier = self.courier
+        return courier.deliver(
+            entries(batch), try_now=flushing or not courier.in_outage, kept=batch.clear
+        )
 
 
 class _TaskMarker(Marker):
@@ -211,8 +234,8 @@ class _TaskMarker(Marker):
         self.stop = stop
 
     def settle(self, delivered: bool) -> None:
-        self.delivered = delivered
         if not self.done.done():
+            self.delivered = delivered
             self.done.set_result(delivered)
 
 
@@ -227,15 +250,19 @@ class AsyncWorker:
         self.loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
+        # Set by stop(): from then on `put` refuses events, those waiting for room included.
+        self._closed = False
         batches.idle = True
         self.task = self.loop.create_task(self._run(), name="trackerapi-sender")
 
     async def put(self, event: Event) -> None:
         batches = self.batches
-        while batches.full():
+        while batches.full() and not self._closed:
             self._wake.set()
             self._room.clear()
             await self._room.wait()
+        if self._closed:
+            raise TrackerError(CLOSED)
         if batches.add(event) and not self._wake.is_set():
             self._wake.set()
 
@@ -243,14 +270,30 @@ class AsyncWorker:
         marker = _TaskMarker(stop=stop)
         self.batches.add_marker(marker)
         self._wake.set()
-        try:
-            return await asyncio.wait_for(asyncio.shield(marker.done), timeout)
-        except asyncio.TimeoutError:
-            return False
+        await asyncio.wait([marker.done], timeout=timeout)
+        return marker.done.done() and marker.done.result()
+
+    async def stop(self, timeout: float) -> bool:
+        """As Worker.stop: flush within `timeout`, end the task, spool what is left."""
+        self._closed = True
+        self._room.set()
+        delivered = await self.flush(timeout, stop=True)
+        if not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        events, markers = self.batches.take_all()
+        for marker in markers:
+            assert isinstance(marker, _TaskMarker)
+            marker.settle(False)
+        if events:
+            await self.courier.keep(entries(events))
+        return delivered
 
     async def _run(self) -> None:
         batches = self.batches
         events: list[Event] = []
+        held: list[Event] = []
+        markers: list[Marker] = []
         try:
             while True:
                 batches.idle = True
@@ -259,21 +302,22 @@ class AsyncWorker:
                 batches.idle = False
                 self._wake.clear()
                 if batches.worth_lingering():
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), batches.linger)
+                    await self._linger()
                     self._wake.clear()
-                events, markers = batches.take()
+                taken, markers = batches.take()
+                events, held = held + taken, []
                 self._room.set()
                 try:
                     delivered = await self._send(events, flushing=bool(markers))
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    # As the thread does: held, and sent with the next batch (not put back in
+                    # the queue, which the sender would take again at once, for ever).
                     logger.exception(
                         "the trackerapi sender failed; %d events are held", len(events)
                     )
-                    batches.put_back(events)
-                    delivered = False
+                    held, delivered = events, False
                 events = []
                 for marker in markers:
                     assert isinstance(marker, _TaskMarker)
@@ -282,10 +326,24 @@ class AsyncWorker:
                     return
         except asyncio.CancelledError:
             # The loop is ending (asyncio.run returned) or the tracker closing: what was taken
-            # but not spooled goes back in line, for the exit hook (or the next loop) to send.
-            batches.put_back(events)
+            # but not spooled goes back in line, for the exit hook (or the next loop) to send;
+            # a flush that waited for it is answered (not delivered).
+            batches.put_back(held + events)
             batches.idle = True
+            for marker in markers:
+                assert isinstance(marker, _TaskMarker)
+                marker.settle(False)
             raise
+
+    async def _linger(self) -> None:
+        """Wait `linger` seconds for a wake-up. With asyncio.wait: before Python 3.12,
+        asyncio.wait_for could swallow a cancellation that came with the wake-up (stop() wakes
+        the sender, then cancels it), and the sender went on to send a batch."""
+        waiter = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait([waiter], timeout=self.batches.linger)
+        finally:
+            waiter.cancel()
 
     async def _send(self, taken: list[Event], *, flushing: bool) -> bool:
         """Deliver what was taken; `taken` is emptied once it is in the spool, so that a
